@@ -1,0 +1,101 @@
+// swift-tools-version:6.0
+//
+// Chorus — a chat gateway daemon. See README.md.
+import PackageDescription
+
+let package = Package(
+    name: "chorus",
+    products: [
+        .executable(name: "chorusd", targets: ["chorusd"]),
+        .executable(name: "chorusctl", targets: ["chorusctl"]),
+        .executable(name: "chorus-bench", targets: ["chorus-bench"]),
+        .executable(name: "chorus-conformance", targets: ["chorus-conformance"]),
+        .library(name: "ChorusConnectorSDK", targets: ["ChorusConnectorSDK"]),
+        .library(name: "ChorusClient", targets: ["ChorusClient"]),
+        // Connector plugins: one dynamic library each, loaded by chorusd with dlopen.
+        .library(name: "chorus-sandbox", type: .dynamic, targets: ["SandboxConnector"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // MARK: C libraries (Debian -dev packages) and their shims
+        .systemLibrary(name: "CLibUV", path: "Sources/CLibUV", pkgConfig: "libuv",
+                       providers: [.apt(["libuv1-dev"])]),
+        .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
+                       providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3",
+                       providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CHTTPParser", path: "Sources/CHTTPParser",
+                       providers: [.apt(["libhttp-parser-dev"])]),
+        .systemLibrary(name: "CSystemd", path: "Sources/CSystemd", pkgConfig: "libsystemd",
+                       providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
+
+        // MARK: The plugin ABI (the installed header chorus_plugin.h)
+        .target(name: "CChorusPlugin", path: "Sources/CChorusPlugin"),
+
+        // MARK: Pure modules (no I/O)
+        .target(name: "ChorusJSON", path: "Sources/ChorusJSON"),
+        .target(name: "ChorusModel", dependencies: ["ChorusJSON", "COpenSSL"], path: "Sources/ChorusModel"),
+        .target(name: "ChorusProtocol", dependencies: ["ChorusJSON", "ChorusModel"], path: "Sources/ChorusProtocol"),
+        .target(name: "ChorusConfig", dependencies: ["TOMLKit"], path: "Sources/ChorusConfig"),
+
+        // MARK: I/O modules
+        .target(name: "ChorusLoop",
+                dependencies: ["CLibUV", "CCurl", "CHTTPParser", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/ChorusLoop"),
+        .target(name: "ChorusStore", dependencies: ["CSQLite", "ChorusJSON", "ChorusModel"], path: "Sources/ChorusStore"),
+        .target(name: "ChorusPluginHost",
+                dependencies: ["CChorusPlugin", "ChorusJSON", "ChorusLoop", "ChorusToolchain",
+                               .product(name: "Logging", package: "swift-log")],
+                path: "Sources/ChorusPluginHost"),
+        .target(name: "ChorusDaemon",
+                dependencies: ["ChorusJSON", "ChorusModel", "ChorusProtocol", "ChorusConfig", "ChorusLoop",
+                               "ChorusStore", "ChorusPluginHost", "CSystemd", "CLibUV",
+                               .product(name: "Logging", package: "swift-log")],
+                path: "Sources/ChorusDaemon"),
+        .target(name: "ChorusClient", dependencies: ["ChorusJSON", "ChorusProtocol"], path: "Sources/ChorusClient"),
+
+        // MARK: Swift connector SDK (linked into each Swift plugin)
+        .target(name: "ChorusToolchain", path: "Sources/ChorusToolchain"),
+        .target(name: "ChorusConnectorSDK", dependencies: ["CChorusPlugin", "ChorusJSON", "ChorusToolchain"],
+                path: "Sources/ChorusConnectorSDK"),
+        .target(name: "ChorusConformance",
+                dependencies: ["CChorusPlugin", "ChorusJSON", "ChorusPluginHost", "ChorusLoop"],
+                path: "Sources/ChorusConformance"),
+
+        // MARK: Executables (argument parsing only)
+        .executableTarget(name: "chorusd",
+                          dependencies: ["ChorusDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "Sources/chorusd"),
+        .executableTarget(name: "chorusctl",
+                          dependencies: ["ChorusClient", "ChorusJSON", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "Sources/chorusctl"),
+        .executableTarget(name: "chorus-bench",
+                          dependencies: ["ChorusClient", "ChorusJSON", "ChorusTestKit",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "Sources/chorus-bench"),
+        .executableTarget(name: "chorus-conformance",
+                          dependencies: ["ChorusConformance", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "Sources/chorus-conformance"),
+
+        // MARK: Connector plugins
+        .target(name: "SandboxConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON"], path: "Plugins/sandbox"),
+
+        // MARK: Tests
+        .target(name: "ChorusTestKit", dependencies: ["ChorusClient", "ChorusJSON"], path: "Sources/ChorusTestKit"),
+        .testTarget(name: "ChorusJSONTests", dependencies: ["ChorusJSON"], path: "Tests/ChorusJSONTests"),
+        .testTarget(name: "ChorusModelTests", dependencies: ["ChorusModel", "ChorusJSON", "ChorusTestKit"], path: "Tests/ChorusModelTests"),
+        .testTarget(name: "ChorusProtocolTests", dependencies: ["ChorusProtocol", "ChorusJSON"], path: "Tests/ChorusProtocolTests"),
+        .testTarget(name: "ChorusConfigTests", dependencies: ["ChorusConfig"], path: "Tests/ChorusConfigTests"),
+        .testTarget(name: "ChorusLoopTests", dependencies: ["ChorusLoop", "CLibUV"], path: "Tests/ChorusLoopTests"),
+        .testTarget(name: "ChorusStoreTests", dependencies: ["ChorusStore", "ChorusModel", "ChorusJSON"], path: "Tests/ChorusStoreTests"),
+        .testTarget(name: "ChorusPluginHostTests", dependencies: ["ChorusPluginHost", "ChorusLoop", "ChorusTestKit"], path: "Tests/ChorusPluginHostTests"),
+        .testTarget(name: "ChorusIntegrationTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON"], path: "Tests/ChorusIntegrationTests"),
+    ],
+    swiftLanguageModes: [.v6]
+)
