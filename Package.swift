@@ -76,7 +76,7 @@ let package = Package(
                           dependencies: ["ChorusClient", "ChorusJSON", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Sources/chorusctl"),
         .executableTarget(name: "chorus-bench",
-                          dependencies: ["ChorusClient", "ChorusJSON", "ChorusTestKit",
+                          dependencies: ["ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusStore", "ChorusTestKit",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Sources/chorus-bench"),
         .executableTarget(name: "chorus-conformance",
@@ -87,7 +87,7 @@ let package = Package(
         .target(name: "SandboxConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON"], path: "Plugins/sandbox"),
 
         // MARK: Tests
-        .target(name: "ChorusTestKit", dependencies: ["ChorusClient", "ChorusJSON"], path: "Sources/ChorusTestKit"),
+        .target(name: "ChorusTestKit", dependencies: ["ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Sources/ChorusTestKit"),
         .testTarget(name: "ChorusJSONTests", dependencies: ["ChorusJSON"], path: "Tests/ChorusJSONTests"),
         .testTarget(name: "ChorusModelTests", dependencies: ["ChorusModel", "ChorusJSON", "ChorusTestKit"], path: "Tests/ChorusModelTests"),
         .testTarget(name: "ChorusProtocolTests", dependencies: ["ChorusProtocol", "ChorusJSON"], path: "Tests/ChorusProtocolTests"),
@@ -95,7 +95,7 @@ let package = Package(
         .testTarget(name: "ChorusLoopTests", dependencies: ["ChorusLoop", "CLibUV"], path: "Tests/ChorusLoopTests"),
         .testTarget(name: "ChorusStoreTests", dependencies: ["ChorusStore", "ChorusModel", "ChorusJSON"], path: "Tests/ChorusStoreTests"),
         .testTarget(name: "ChorusPluginHostTests", dependencies: ["ChorusPluginHost", "ChorusLoop", "ChorusTestKit"], path: "Tests/ChorusPluginHostTests"),
-        .testTarget(name: "ChorusIntegrationTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON"], path: "Tests/ChorusIntegrationTests"),
+        .testTarget(name: "ChorusIntegrationTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Tests/ChorusIntegrationTests"),
     ],
     swiftLanguageModes: [.v6]
 )

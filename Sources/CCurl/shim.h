@@ -32,4 +32,9 @@ static inline curl_socket_t ccurl_socket_timeout(void) { return CURL_SOCKET_TIME
 static inline int ccurl_cselect_in(void) { return CURL_CSELECT_IN; }
 static inline int ccurl_cselect_out(void) { return CURL_CSELECT_OUT; }
 static inline int ccurl_cselect_err(void) { return CURL_CSELECT_ERR; }
+
+/* curl_global_init(CURL_GLOBAL_DEFAULT): the flag is a macro Swift cannot import. */
+static inline CURLcode ccurl_global_init_default(void) { return curl_global_init(CURL_GLOBAL_DEFAULT); }
+/* Size of the buffer CURLOPT_ERRORBUFFER expects. */
+static inline size_t ccurl_error_size(void) { return CURL_ERROR_SIZE; }
 #endif

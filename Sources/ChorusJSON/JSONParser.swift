@@ -8,8 +8,9 @@ public struct JSONParseError: Error, Sendable, Equatable, CustomStringConvertibl
 
 /// A strict RFC 8259 parser over UTF-8 bytes.
 ///
-/// Limits protect the daemon from hostile input: nesting depth (default 64) and
-/// the document must be a single value with only whitespace around it.
+/// Limits protect the daemon from hostile input: nesting depth (default 64),
+/// the document must be a single value with only whitespace around it, and an
+/// object may not repeat a name.
 public struct JSONParser {
     public static let defaultMaxDepth = 64
 
@@ -88,12 +89,26 @@ public struct JSONParser {
         if depth > maxDepth { throw JSONParseError("nesting deeper than \(maxDepth)", offset: i) }
         i += 1
         var entries: [(String, JSONValue)] = []
+        // Duplicate names are refused (RFC 8259 §4 leaves them to the parser): a validator that
+        // looks at the first value and a consumer that keeps the last would otherwise disagree.
+        // Small objects are checked linearly; large ones switch to a set.
+        var seen: Set<String>? = nil
         skipWhitespace()
         if i < end && buf[i] == UInt8(ascii: "}") { i += 1; return .object(JSONObject()) }
         while true {
             skipWhitespace()
             guard i < end, buf[i] == UInt8(ascii: "\"") else { throw JSONParseError("expected a string key", offset: i) }
+            let keyOffset = i
             let key = try parseString()
+            if seen != nil {
+                if !seen!.insert(key).inserted { throw JSONParseError("duplicate key \"\(key)\"", offset: keyOffset) }
+            } else if entries.count < 16 {
+                for e in entries where e.0 == key { throw JSONParseError("duplicate key \"\(key)\"", offset: keyOffset) }
+            } else {
+                var set = Set(entries.map { $0.0 })
+                if !set.insert(key).inserted { throw JSONParseError("duplicate key \"\(key)\"", offset: keyOffset) }
+                seen = set
+            }
             skipWhitespace()
             guard i < end, buf[i] == UInt8(ascii: ":") else { throw JSONParseError("expected ':'", offset: i) }
             i += 1

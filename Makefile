@@ -1,0 +1,63 @@
+# Chorus — the two commands a newcomer needs:
+#   make run    install what is missing, build, start chorusd on the embedded default config
+#   make test   install what is missing, build, run every test
+# Also: make bench (release build + benchmark figures), make install, make clean.
+
+SWIFT      ?= swift
+CONFIG     ?= debug
+BUILD_DIR  := .build/$(CONFIG)
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+
+# Debian 12 packages the build, the tests and the tour need.
+APT_PACKAGES := pkg-config gcc make libuv1-dev libcurl4-openssl-dev libsqlite3-dev libhttp-parser-dev \
+                libsystemd-dev libssl-dev python3 python3-jsonschema socat curl
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build plugins run test bench install clean check-swift
+
+all: build
+
+check-swift:
+	@command -v $(SWIFT) >/dev/null || { echo "swift not found: install the Swift 6 toolchain (swift.org) and put it on PATH"; exit 1; }
+
+# Installs only the Debian packages that are missing (apt-get update once, only if something is missing).
+deps: check-swift
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build -c $(CONFIG)
+	$(MAKE) -C Plugins/echo-c OUT=$(CURDIR)/$(BUILD_DIR)
+
+plugins: build
+
+# Starts chorusd in the foreground on the embedded default config
+# (state in ./chorus-state, socket ./chorus-state/chorus.sock, HTTP on 127.0.0.1:8780, sandbox connector).
+run: build
+	$(BUILD_DIR)/chorusd
+
+test: build
+	$(SWIFT) build -c $(CONFIG) --build-tests
+	$(SWIFT) test -c $(CONFIG) --skip-build
+
+bench: deps
+	$(SWIFT) build -c release
+	$(MAKE) -C Plugins/echo-c OUT=$(CURDIR)/.build/release
+	.build/release/chorus-bench
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/chorus/plugins $(DESTDIR)$(PREFIX)/include $(DESTDIR)/etc/chorus
+	install -m 755 $(BUILD_DIR)/chorusd $(BUILD_DIR)/chorusctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(BUILD_DIR)/libchorus-sandbox.so $(BUILD_DIR)/libchorus-echo.so $(DESTDIR)$(PREFIX)/lib/chorus/plugins/
+	install -m 644 Sources/CChorusPlugin/include/chorus_plugin.h $(DESTDIR)$(PREFIX)/include/
+	[ -f $(DESTDIR)/etc/chorus/chorus.toml ] || install -m 640 dist/chorus.toml $(DESTDIR)/etc/chorus/chorus.toml
+	[ ! -d $(DESTDIR)/etc/systemd/system ] || install -m 644 dist/chorusd.service $(DESTDIR)/etc/systemd/system/
+
+clean:
+	rm -rf .build chorus-state
+	$(MAKE) -C Plugins/echo-c clean
