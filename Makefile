@@ -32,7 +32,7 @@ deps: check-swift
 
 build: deps
 	$(SWIFT) build -c $(CONFIG)
-	$(MAKE) -C Plugins/echo-c OUT=$(CURDIR)/$(BUILD_DIR)
+	$(MAKE) -C Plugins/echo-c BUILD=$(CURDIR)/$(BUILD_DIR)
 
 plugins: build
 
@@ -47,7 +47,7 @@ test: build
 
 bench: deps
 	$(SWIFT) build -c release
-	$(MAKE) -C Plugins/echo-c OUT=$(CURDIR)/.build/release
+	$(MAKE) -C Plugins/echo-c BUILD=$(CURDIR)/.build/release
 	.build/release/chorus-bench
 
 install: build

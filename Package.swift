@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "chorus-conformance", targets: ["chorus-conformance"]),
         .library(name: "ChorusConnectorSDK", targets: ["ChorusConnectorSDK"]),
         .library(name: "ChorusClient", targets: ["ChorusClient"]),
+        .library(name: "ChorusConformance", targets: ["ChorusConformance"]),
         // Connector plugins: one dynamic library each, loaded by chorusd with dlopen.
         .library(name: "chorus-sandbox", type: .dynamic, targets: ["SandboxConnector"]),
     ],
@@ -65,7 +66,8 @@ let package = Package(
         .target(name: "ChorusConnectorSDK", dependencies: ["CChorusPlugin", "ChorusJSON", "ChorusToolchain"],
                 path: "Sources/ChorusConnectorSDK"),
         .target(name: "ChorusConformance",
-                dependencies: ["CChorusPlugin", "ChorusJSON", "ChorusPluginHost", "ChorusLoop"],
+                dependencies: ["CChorusPlugin", "ChorusJSON", "ChorusPluginHost", "ChorusLoop", "ChorusToolchain",
+                               .product(name: "Logging", package: "swift-log")],
                 path: "Sources/ChorusConformance"),
 
         // MARK: Executables (argument parsing only)
@@ -90,11 +92,11 @@ let package = Package(
         .target(name: "ChorusTestKit", dependencies: ["ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Sources/ChorusTestKit"),
         .testTarget(name: "ChorusJSONTests", dependencies: ["ChorusJSON"], path: "Tests/ChorusJSONTests"),
         .testTarget(name: "ChorusModelTests", dependencies: ["ChorusModel", "ChorusJSON", "ChorusTestKit"], path: "Tests/ChorusModelTests"),
-        .testTarget(name: "ChorusProtocolTests", dependencies: ["ChorusProtocol", "ChorusJSON"], path: "Tests/ChorusProtocolTests"),
+        .testTarget(name: "ChorusProtocolTests", dependencies: ["ChorusProtocol", "ChorusJSON", "ChorusClient"], path: "Tests/ChorusProtocolTests"),
         .testTarget(name: "ChorusConfigTests", dependencies: ["ChorusConfig"], path: "Tests/ChorusConfigTests"),
         .testTarget(name: "ChorusLoopTests", dependencies: ["ChorusLoop", "CLibUV"], path: "Tests/ChorusLoopTests"),
         .testTarget(name: "ChorusStoreTests", dependencies: ["ChorusStore", "ChorusModel", "ChorusJSON"], path: "Tests/ChorusStoreTests"),
-        .testTarget(name: "ChorusPluginHostTests", dependencies: ["ChorusPluginHost", "ChorusLoop", "ChorusTestKit"], path: "Tests/ChorusPluginHostTests"),
+        .testTarget(name: "ChorusPluginHostTests", dependencies: ["ChorusPluginHost", "ChorusLoop", "ChorusTestKit", "ChorusConformance"], path: "Tests/ChorusPluginHostTests"),
         .testTarget(name: "ChorusIntegrationTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Tests/ChorusIntegrationTests"),
     ],
     swiftLanguageModes: [.v6]

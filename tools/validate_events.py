@@ -115,7 +115,7 @@ def _format_path(path: Iterable[object]) -> str:
             out += f"[{element}]"
         else:
             out += ("." if out else "") + str(element)
-    return out or "(event)"
+    return out or "(top level)"
 
 
 def _error_messages(validator: Draft202012Validator, event: object, prefix: str) -> List[str]:

@@ -98,24 +98,43 @@ public enum ConformanceKit {
 
     /// The names of the checks, in the order they run.
     public enum Check {
+        /// The file loads with `dlopen(RTLD_NOW | RTLD_LOCAL)`.
         public static let dlopen = "loads with dlopen"
+        /// The image exports `chorus_plugin_entry`.
         public static let entrySymbol = "exports chorus_plugin_entry"
+        /// Offered only a version that does not exist, the entry point returns `CHORUS_ERR_VERSION`.
         public static let declinesUnknownVersion = "negotiation: declines an offer without a version it knows"
+        /// Offered only v1, the entry point returns a descriptor with `abi_version` 1.
         public static let picksV1 = "negotiation: picks ABI v1 when offered only v1"
+        /// The descriptor's `struct_size` is at least `sizeof(chorus_plugin_descriptor)` of v1.
         public static let descriptorSize = "descriptor: struct_size covers ABI v1"
+        /// `name`, `version` and `channel_kind` are set, non-empty UTF-8; `channel_kind` is a lowercase token.
         public static let descriptorFields = "descriptor: name, version, channel_kind, description"
+        /// The descriptor's reserved fields are zero.
         public static let descriptorReserved = "descriptor: reserved fields are zero"
+        /// The vtable has its v1 size, every required function and zeroed reserved fields.
         public static let vtable = "vtable: size, required functions, reserved fields"
+        /// Capabilities are present with their v1 size, known flags, valid part lists and zeroed reserved fields.
         public static let capabilities = "capabilities: size, flags, part lists"
+        /// `PluginLoader.load(path:)` accepts the plugin.
         public static let loader = "accepted by PluginLoader"
+        /// A Swift plugin was built with this host's Swift toolchain (C plugins declare none).
         public static let toolchain = "Swift toolchain matches chorusd"
+        /// `create` succeeds with the given settings and registers no routes.
         public static let create = "create with the given settings"
+        /// `start` succeeds.
         public static let start = "start"
+        /// The routes registered in `start` (listed as mounted under `/webhooks/<instance>`).
         public static let routes = "routes registered under the instance"
+        /// A text message handed to `send` ends in a `send_result` within the timeout.
         public static let sendOnce = "send: a text message ends in exactly one send_result"
+        /// No second `send_result` follows for the same send.
         public static let noSecondResult = "send: no second send_result for the same send"
+        /// Every event emitted during the run is a well-formed schema object without host-assigned fields.
         public static let events = "emitted events are well-formed"
+        /// `stop` leads to `stopped` within the timeout, with no send left pending.
         public static let stop = "stop: stopped is called within the timeout"
+        /// No host call arrives during or after `destroy`.
         public static let destroy = "destroy: no host calls afterwards"
     }
 
@@ -225,7 +244,7 @@ final class ConformanceRunner {
     }
 
     func runAll() {
-        inspectImage()
+        guard inspectImage() else { return }
         guard let plugin = loadWithHost() else { return }
         runInstance(plugin)
     }
@@ -233,17 +252,18 @@ final class ConformanceRunner {
     // MARK: Raw image checks
 
     /// Calls the entry point directly with chosen offers and reads the descriptor field by field.
-    private func inspectImage() {
+    /// Returns false when the file cannot even be loaded (nothing else can be checked then).
+    private func inspectImage() -> Bool {
         guard let handle = dlopen(pluginPath, RTLD_NOW | RTLD_LOCAL) else {
             fail(ConformanceKit.Check.dlopen, dlerror().map { String(cString: $0) } ?? "dlopen failed")
-            return
+            return false
         }
         pass(ConformanceKit.Check.dlopen, pluginPath)
         // The image is never dlclose'd once its code ran (docs/plugin-abi.md §12).
         guard let symbol = dlsym(handle, CHORUS_PLUGIN_ENTRY_SYMBOL) else {
             fail(ConformanceKit.Check.entrySymbol,
                  "\(CHORUS_PLUGIN_ENTRY_SYMBOL) is not exported; mark it CHORUS_EXPORT (C) or @_cdecl (Swift)")
-            return
+            return true
         }
         pass(ConformanceKit.Check.entrySymbol)
         let entry = unsafeBitCast(symbol, to: chorus_plugin_entry_fn.self)
@@ -267,12 +287,12 @@ final class ConformanceRunner {
         guard status == CHORUS_OK, let d = descriptor else {
             fail(ConformanceKit.Check.picksV1,
                  status == CHORUS_OK ? "returned CHORUS_OK but no descriptor" : "returned status \(status.rawValue) for an offer of [1]")
-            return
+            return true
         }
         guard d.pointee.struct_size >= UInt32(MemoryLayout<chorus_plugin_descriptor>.offset(of: \.abi_version)! + 4) else {
             fail(ConformanceKit.Check.picksV1, "the descriptor's struct_size (\(d.pointee.struct_size)) does not even cover abi_version")
             fail(ConformanceKit.Check.descriptorSize, "struct_size \(d.pointee.struct_size) < \(MemoryLayout<chorus_plugin_descriptor>.size)")
-            return
+            return true
         }
         if d.pointee.abi_version == CHORUS_PLUGIN_ABI_V1 {
             pass(ConformanceKit.Check.picksV1, "abi_version = 1")
@@ -285,7 +305,7 @@ final class ConformanceRunner {
         guard d.pointee.struct_size >= UInt32(descriptorSize) else {
             fail(ConformanceKit.Check.descriptorSize,
                  "struct_size is \(d.pointee.struct_size); a v1 descriptor is \(descriptorSize) bytes: set it to sizeof(chorus_plugin_descriptor)")
-            return
+            return true
         }
         pass(ConformanceKit.Check.descriptorSize, "\(d.pointee.struct_size) bytes (v1: \(descriptorSize))")
         checkDescriptorFields(d)
@@ -296,6 +316,7 @@ final class ConformanceRunner {
         }
         checkVtable(d.pointee.vtable)
         checkCapabilities(d.pointee.capabilities)
+        return true
     }
 
     private func callEntry(_ entry: chorus_plugin_entry_fn, offering versions: [UInt32])

@@ -47,17 +47,25 @@ public final class FakeDaemon: PluginInstanceDelegate {
 
     /// One `send_result` the host accepted.
     public struct SendReport: Sendable, Equatable {
+        /// The reporting instance's name.
         public let instance: String
+        /// The send id the result is for.
         public let sendId: UInt64
+        /// SENT, FAILED_RETRYABLE or FAILED_PERMANENT.
         public let outcome: chorus_send_outcome
+        /// The channel's id of the message (SENT).
         public let channelMessageId: String?
+        /// The channel's reason code (failures).
         public let errorCode: String?
+        /// The human readable reason (failures).
         public let errorMessage: String?
+        /// For FAILED_RETRYABLE: the delay the channel asked for, 0 = host decides.
         public let retryAfterMs: UInt32
     }
 
     /// A route an instance registered.
     public struct Route {
+        /// The registering instance's name.
         public let instance: String
         /// Upper-cased method.
         public let method: String
@@ -66,6 +74,7 @@ public final class FakeDaemon: PluginInstanceDelegate {
         /// Where chorusd mounts it: `/webhooks/<instance><path>`.
         public var mountedPath: String { "/webhooks/\(instance)\(path)" }
         let handler: (HTTPRequest, HTTPResponder) -> Void
+        let owner: ObjectIdentifier
 
         func matches(method m: String, instancePath: String) -> Bool {
             guard m == method || (m == "HEAD" && method == "GET") else { return false }
@@ -123,10 +132,12 @@ public final class FakeDaemon: PluginInstanceDelegate {
     /// Routes of one instance.
     public func routes(of instance: String) -> [Route] { routes.filter { $0.instance == instance } }
 
-    /// Records that `instance` was destroyed: host calls it makes from now on are listed in `callsAfterDestroy`.
-    /// Call it right after `PluginInstance.destroy()`.
+    /// Records that `instance` is being destroyed: its routes are removed (as chorusd does), and host calls
+    /// it makes from now on are listed in `callsAfterDestroy`. Call it right before `PluginInstance.destroy()`.
     public func markDestroyed(_ instance: PluginInstance) {
-        destroyed.insert(ObjectIdentifier(instance))
+        let id = ObjectIdentifier(instance)
+        destroyed.insert(id)
+        routes.removeAll { $0.owner == id }
     }
 
     private func note(_ instance: PluginInstance, _ call: String) {
@@ -138,7 +149,8 @@ public final class FakeDaemon: PluginInstanceDelegate {
     // MARK: Driving the loop
 
     /// Runs the loop until `condition` holds or `timeoutMilliseconds` passed. Returns whether the condition
-    /// holds. The condition is evaluated after each recorded change and every 5 ms.
+    /// holds. The condition is evaluated after each recorded change and every 5 ms. Call it from outside the
+    /// loop (not from a loop callback): it runs `EventLoop.run()`.
     @discardableResult
     public func runLoop(until condition: @escaping () -> Bool, timeoutMilliseconds: UInt64) -> Bool {
         if condition() { return true }
@@ -285,7 +297,7 @@ public final class FakeDaemon: PluginInstanceDelegate {
     {
         note(instance, "http_route(\(method) \(path))")
         if routes.contains(where: { $0.instance == instance.name && $0.method == method && $0.path == path }) { return false }
-        routes.append(Route(instance: instance.name, method: method, path: path, handler: handler))
+        routes.append(Route(instance: instance.name, method: method, path: path, handler: handler, owner: ObjectIdentifier(instance)))
         changed()
         return true
     }

@@ -85,7 +85,9 @@ extension Daemon {
         let ops: [WriteOp] = [
             .insertSend(record),
             .appendEvent(NewEvent(id: eventId, instance: route.instance, channelKind: route.channel, type: request.type,
-                                  direction: "outbound", conversationId: route.conversationId, dedupKey: "send:" + messageId,
+                                  direction: "outbound", conversationId: route.conversationId,
+                                  // With an idempotency key, a repeated send is a duplicate event too (stored once).
+                                  dedupKey: idempotencyKey.map { "send-key:\(session.clientIdentity):\($0)" } ?? "send:" + messageId,
                                   receivedAtMs: now, json: JSONWriter.encode(.object(event)))),
             .upsertConversation(ConversationRecord(id: route.conversationId, instance: route.instance, channelKind: route.channel,
                                                    chatId: route.chatId, accountId: route.accountId, lastInboundAtMs: nil, lastEventAtMs: now)),

@@ -410,8 +410,10 @@ private final class HTTPTransfer {
     }
 
     fileprivate func appendHeaderLine(_ data: UnsafeRawBufferPointer) {
-        var line = String(decoding: data, as: UTF8.self)
-        while let last = line.last, last == "\r" || last == "\n" { line.removeLast() }
+        // Trim the line ending on bytes: in Swift "\r\n" is a single Character.
+        var end = data.count
+        while end > 0 && (data[end - 1] == 13 || data[end - 1] == 10) { end -= 1 }
+        let line = String(decoding: UnsafeRawBufferPointer(rebasing: data[0..<end]), as: UTF8.self)
         if line.hasPrefix("HTTP/") {
             // A new response starts (after 1xx or a redirect): forget the previous headers.
             headers.removeAll()
@@ -419,7 +421,7 @@ private final class HTTPTransfer {
         }
         guard let colon = line.firstIndex(of: ":") else { return }
         let name = line[..<colon].lowercased()
-        let value = line[line.index(after: colon)...].drop { $0 == " " || $0 == "\t" }
+        let value = String(line[line.index(after: colon)...]).trimmingASCIIWhitespace
         headers.append((name: name, value: String(value)))
     }
 

@@ -139,6 +139,7 @@ public final class HTTPResponder {
             logger.debug("HTTP client went away before the response", metadata: ["request": "\(requestLine)"])
             return
         }
+        assert(connection.context.loop.isOnLoopThread, "HTTPResponder.respond called off the loop thread")
         let handlerWantsClose = headers.contains {
             $0.0.lowercased() == "connection" && $0.1.lowercased().contains("close")
         }
@@ -356,8 +357,8 @@ public final class HTTPServer: LoopHandleOwner {
         return Int(formatSocketAddress(&local).port)
     }
 
-    /// Number of open client connections.
-    public var openConnections: Int { context.connections.count }
+    /// Number of open client connections (a connection counts as closed as soon as its close began).
+    public var openConnections: Int { context.connections.values.reduce(0) { $0 + ($1.stream.isClosed ? 0 : 1) } }
 
     /// True until `stopAccepting()` or `close()`.
     public var isListening: Bool { state == .open }
@@ -370,6 +371,7 @@ public final class HTTPServer: LoopHandleOwner {
         for connection in Array(context.connections.values) {
             connection.beginDraining()
         }
+        context.releaseHandlerIfDrained()
     }
 
     /// Stops listening and closes every connection immediately (unanswered requests are dropped).
@@ -378,6 +380,7 @@ public final class HTTPServer: LoopHandleOwner {
         for connection in Array(context.connections.values) {
             connection.closeNow()
         }
+        context.handler = nil
     }
 
     private func closeListener() {
@@ -454,7 +457,9 @@ final class HTTPServerContext {
     let loop: EventLoop
     let options: HTTPServer.Options
     let logger: Logger
-    let handler: (HTTPRequest, HTTPResponder) -> Void
+    /// The request handler; released once the server is closed (or has drained), which breaks reference
+    /// cycles through handlers that capture the server.
+    var handler: ((HTTPRequest, HTTPResponder) -> Void)?
     var connections: [ObjectIdentifier: HTTPConnection] = [:]
     var draining = false
     private var cachedDateSecond: time_t = 0
@@ -466,6 +471,11 @@ final class HTTPServerContext {
         self.options = options
         self.logger = logger
         self.handler = handler
+    }
+
+    /// Drops the handler once a draining server has no connection left.
+    func releaseHandlerIfDrained() {
+        if draining && connections.isEmpty { handler = nil }
     }
 
     /// The current date in IMF-fixdate form, computed at most once per second.
@@ -518,6 +528,8 @@ final class HTTPConnection {
 
     /// Requests completed during the current `http_parser_execute`, dispatched after it returns.
     private var completed: [(request: HTTPRequest, keepAlive: Bool)] = []
+    /// Requests of the current batch not handed to the handler yet.
+    private var undispatched = 0
     /// Responders in request order whose responses have not been written yet.
     private var responders: [HTTPResponder] = []
     /// No further requests will be parsed (end of input, `Connection: close`, error, draining).
@@ -593,22 +605,26 @@ final class HTTPConnection {
         guard !completed.isEmpty else { return }
         var batch: [(request: HTTPRequest, keepAlive: Bool)] = []
         swap(&batch, &completed)
-        for item in batch {
+        defer { undispatched = 0 }
+        for (index, item) in batch.enumerated() {
             guard isOpen else { return }
+            undispatched = batch.count - index - 1
             let responder = HTTPResponder(connection: self, keepAlive: item.keepAlive,
                                           isHead: item.request.method == "HEAD",
                                           requestLine: "\(item.request.method) \(item.request.path)",
                                           logger: context.logger)
             responders.append(responder)
-            context.handler(item.request, responder)
+            context.handler?(item.request, responder)
         }
     }
 
+    /// End of input. With requests still unanswered the client is treated as gone (as nginx does): an HTTP/1.1
+    /// client waits for its responses with the connection open, so a close means it no longer wants them.
     private func receivedEOF() {
         inputClosed = true
-        if lingering {
+        if lingering || !responders.isEmpty {
             closeNow()
-        } else if responders.isEmpty {
+        } else {
             stream.closeAfterFlush()
         }
     }
@@ -617,7 +633,8 @@ final class HTTPConnection {
 
     /// Whether `responder` will be the last response before the connection closes (draining or end of input).
     func isLastBeforeClosing(_ responder: HTTPResponder) -> Bool {
-        (draining || inputClosed) && !messageInProgress && responders.last === responder
+        (draining || inputClosed) && !messageInProgress && undispatched == 0 && completed.isEmpty
+            && responders.last === responder
     }
 
     func responderAnswered() {
@@ -718,6 +735,7 @@ final class HTTPConnection {
         responders.removeAll()
         completed.removeAll()
         context.connections.removeValue(forKey: ObjectIdentifier(self))
+        context.releaseHandlerIfDrained()
         if let error {
             context.logger.debug("HTTP connection closed", metadata: ["remote": "\(remoteAddress)", "error": "\(error)"])
         }

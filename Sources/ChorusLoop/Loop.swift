@@ -12,7 +12,6 @@
 // each owner to close its handle.
 
 import CLibUV
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -232,6 +231,7 @@ public final class EventLoop: LoopHandleOwner {
     /// Closures run in the order they were queued; closures queued while the queue runs go to the next iteration.
     /// After `shutdown()` finished, closures are dropped.
     public func execute(_ body: @escaping () -> Void) {
+        assert(isOnLoopThread, "EventLoop.execute called off the loop thread; use poster.post")
         guard lifeState != .closed else { return }
         executeQueue.append(body)
         requestImmediateIteration()
@@ -489,21 +489,15 @@ private func offloadAfterWork(_ request: UnsafeMutablePointer<uv_work_t>?, _ sta
 /// Many posts may coalesce into one wakeup; all closures run, in the order they were posted.
 /// After the loop has shut down, `post` returns silently and the closure is dropped.
 public final class LoopPoster: Sendable {
-    // The handle pointer is only dereferenced by uv_async_send (thread-safe) under the lock.
-    private struct State: ~Copyable, @unchecked Sendable {
-        var queue: [@Sendable () -> Void] = []
-        var handle: UnsafeMutablePointer<uv_async_t>?
-    }
-
-    private let state: Mutex<State>
+    private let state: PosterState
 
     init(handle: UnsafeMutablePointer<uv_async_t>) {
-        state = Mutex(State(handle: handle))
+        state = PosterState(handle: handle)
     }
 
     /// Queues `body` to run on the loop thread. Callable from any thread.
     public func post(_ body: @escaping @Sendable () -> Void) {
-        state.withLock { state in
+        state.lock.withLock {
             guard let handle = state.handle else { return }
             state.queue.append(body)
             // Only the transition from empty needs a wakeup: the drain takes everything queued until then.
@@ -513,12 +507,12 @@ public final class LoopPoster: Sendable {
 
     /// True once the loop has shut down (posts are dropped).
     public var isClosed: Bool {
-        state.withLock { $0.handle == nil }
+        state.lock.withLock { state.handle == nil }
     }
 
     /// Runs every queued closure (loop thread).
     func drain() {
-        let batch: [@Sendable () -> Void] = state.withLock { state in
+        let batch: [@Sendable () -> Void] = state.lock.withLock {
             let taken = state.queue
             state.queue = []
             return taken
@@ -529,11 +523,24 @@ public final class LoopPoster: Sendable {
 
     /// Stops accepting posts and returns what is still queued (loop thread, during shutdown).
     func close() -> [@Sendable () -> Void] {
-        state.withLock { state in
+        state.lock.withLock {
             state.handle = nil
             let taken = state.queue
             state.queue = []
             return taken
         }
+    }
+}
+
+/// The poster's queue, guarded by a pthread mutex (visible to ThreadSanitizer, unlike a futex-based lock).
+/// The async handle is only used through `uv_async_send`, which is thread-safe, and only while the lock is held,
+/// so shutdown (which clears it under the lock before closing the handle) can never race a wakeup.
+private final class PosterState: @unchecked Sendable {
+    let lock = ConditionLock()
+    var queue: [@Sendable () -> Void] = []
+    var handle: UnsafeMutablePointer<uv_async_t>?
+
+    init(handle: UnsafeMutablePointer<uv_async_t>) {
+        self.handle = handle
     }
 }

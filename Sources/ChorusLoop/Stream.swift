@@ -172,6 +172,7 @@ public final class StreamConnection: LoopHandleOwner {
     }
 
     private func noteOutput() {
+        assert(loop.isOnLoopThread, "StreamConnection.write called off the loop thread")
         hadPendingWrites = true
         queueForFlush()
     }

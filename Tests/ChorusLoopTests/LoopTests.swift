@@ -184,9 +184,12 @@ final class LoopTests: XCTestCase {
         loop.execute { kill(getpid(), SIGUSR2) }
         runToCompletion(loop)
         XCTAssertEqual(received, [SIGUSR2])
-        XCTAssertThrowsError(try SignalWatcher(loop: try EventLoop(), signal: 9999) { _ in }) { error in
-            XCTAssertTrue(error is UVError)
+        let other = try EventLoop()
+        XCTAssertThrowsError(try SignalWatcher(loop: other, signal: 9999) { _ in }) { error in
+            XCTAssertEqual((error as? UVError)?.code, Int32(UV_EINVAL.rawValue))
         }
+        other.shutdown()
+        XCTAssertEqual(other.handleCount, 0)
     }
 
     func testFDWatcherReportsReadableAndWritable() throws {
@@ -227,7 +230,11 @@ final class LoopTests: XCTestCase {
         runToCompletion(loop)
         XCTAssertEqual(readBack, [1, 2, 3])
         XCTAssertTrue(events.contains(.readable))
-        XCTAssertThrowsError(try FDWatcher(loop: try EventLoop(), fd: -1, events: .readable) { _, _ in })
+        let other = try EventLoop()
+        XCTAssertThrowsError(try FDWatcher(loop: other, fd: -1, events: .readable) { _, _ in }) { error in
+            XCTAssertTrue(error is UVError)
+        }
+        other.shutdown()
     }
 
     func testShutdownClosesHandlesLeftOpen() throws {

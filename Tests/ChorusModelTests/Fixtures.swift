@@ -47,7 +47,7 @@ enum Fixtures {
         #"{"type":"interactive","style":"product_list","header":"Our picks","body":"Summer","catalog_id":"cat1","sections":[{"title":"Shoes","product_ids":["sku-1","sku-2"]}]}"#,
         #"{"type":"interactive_reply","choice_id":"yes","title":"Yes","kind":"button","payload":""}"#,
         #"{"type":"interactive_reply","choice_id":"t14","title":"14:00","description":"","kind":"list"}"#,
-        #"{"type":"template","name":"order_update","language":"en_US","parameters":{"header":[{"type":"text","text":"#1042"}],"body":["Ana","1042"],"buttons":[]},"components":[{"type":"body"}]}"#,
+        #"{"type":"template","name":"order_update","language":"en_US","parameters":{"header":[{"type":"text","text":"No. 1042"}],"body":["Ana","1042"],"buttons":[]},"components":[{"type":"body"}]}"#,
         #"{"type":"product","catalog_id":"cat1","product_id":"sku-1","title":"Trail shoe","description":"","price":{"amount":8999,"currency":"EUR"},"image_url":"https://cdn.example/sku-1.jpg","url":"https://shop.example/sku-1"}"#,
         #"{"type":"order","catalog_id":"cat1","order_id":"ord-77","items":[{"product_id":"sku-1","title":"Trail shoe","quantity":2,"price":{"amount":8999,"currency":"EUR"}},{"product_id":"sku-9","quantity":1}],"total":{"amount":17998,"currency":"EUR"},"note":"Gift wrap please","status":"pending"}"#,
         #"{"type":"payment_request","amount":17998,"currency":"EUR","description":"Order ord-77","link":"https://pay.example/p/77","provider":"stripe","expires_at":"2026-11-24T10:00:00+01:00","order_id":"ord-77"}"#,
@@ -176,9 +176,14 @@ enum Fixtures {
         let file = dir.appendingPathComponent("events.ndjson")
         try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
 
+        return try runPython(["tools/validate_events.py", schema, file.path])
+    }
+
+    /// Runs `python3 ARGS…` in the repository root; returns its exit status and its output (stdout and stderr).
+    static func runPython(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "tools/validate_events.py", schema, file.path]
+        process.arguments = ["python3"] + arguments
         process.currentDirectoryURL = repositoryRoot
         let pipe = Pipe()
         process.standardOutput = pipe
