@@ -13,6 +13,8 @@ DESTDIR    ?=
 APT_PACKAGES := pkg-config gcc make libuv1-dev libcurl4-openssl-dev libsqlite3-dev libhttp-parser-dev \
                 libsystemd-dev libssl-dev python3 python3-jsonschema socat curl
 
+SHELL := /bin/bash
+
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build plugins run test bench install clean check-swift
@@ -41,9 +43,11 @@ plugins: build
 run: build
 	$(BUILD_DIR)/chorusd
 
+# XCTest's last summary line is turned into the plain "N passed, M failed" line CI reads.
 test: build
 	$(SWIFT) build -c $(CONFIG) --build-tests
-	$(SWIFT) test -c $(CONFIG) --skip-build
+	@set -o pipefail; $(SWIFT) test -c $(CONFIG) --skip-build 2>&1 | tee .build/test-output.log
+	@awk '/Executed [0-9]+ tests?, with [0-9]+ failures?/ { n=$$2; f=$$5 } END { if (n == "") { print "no XCTest summary found"; exit 1 } printf "%d passed, %d failed\n", n-f, f }' .build/test-output.log
 
 bench: deps
 	$(SWIFT) build -c release

@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "CChorusPlugin", path: "Sources/CChorusPlugin"),
 
         // MARK: Pure modules (no I/O)
-        .target(name: "ChorusJSON", path: "Sources/ChorusJSON"),
+        .target(name: "ChorusJSON", path: "Sources/ChorusJSON", linkerSettings: [.linkedLibrary("m")]),
         .target(name: "ChorusModel", dependencies: ["ChorusJSON", "COpenSSL"], path: "Sources/ChorusModel"),
         .target(name: "ChorusProtocol", dependencies: ["ChorusJSON", "ChorusModel"], path: "Sources/ChorusProtocol"),
         .target(name: "ChorusConfig", dependencies: ["TOMLKit"], path: "Sources/ChorusConfig"),

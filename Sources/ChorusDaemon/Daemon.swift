@@ -54,6 +54,8 @@ public final class Daemon {
     var httpClient: HTTPClient?
     var sessions: [ObjectIdentifier: ConsumerSession] = [:]
     var instances: [String: InstanceRuntime] = [:]
+    /// Instances between stop() and their stopped() report.
+    var stopping: [InstanceRuntime] = []
     var pluginErrors: [(reference: String, error: String)] = []
     var routes = RouteTable()
     var signals: [SignalWatcher] = []

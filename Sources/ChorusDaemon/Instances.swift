@@ -196,6 +196,7 @@ extension Daemon: PluginInstanceDelegate {
             if !rt.inFlight.isEmpty {
                 self.logger.warning("instance \(rt.config.name) stopped with \(rt.inFlight.count) sends unreported; they are retried at next start")
             }
+            self.stopping.removeAll { $0 === rt }
             inst.destroy()
             rt.instance = nil
             rt.inFlight.removeAll()
@@ -203,6 +204,7 @@ extension Daemon: PluginInstanceDelegate {
             done()
         }
         rt.onStopped = finish
+        stopping.append(rt)
         timer.start(timeoutMilliseconds: UInt64(config.daemon.shutdownTimeoutMs)) { [unowned self] in
             self.logger.warning("instance \(rt.config.name) did not finish stopping within \(self.config.daemon.shutdownTimeoutMs) ms")
             inst.forceStopped()
@@ -212,7 +214,8 @@ extension Daemon: PluginInstanceDelegate {
     }
 
     public func instanceStopped(_ instance: PluginInstance) {
-        guard let rt = instances[instance.name], rt.instance === instance else { return }
+        // The runtime may already be out of `instances` (removed by a reload).
+        guard let rt = stopping.first(where: { $0.instance === instance }) else { return }
         rt.onStopped?()
         rt.onStopped = nil
     }
