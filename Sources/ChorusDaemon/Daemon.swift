@@ -146,7 +146,9 @@ public final class Daemon {
             return gr.pointee.gr_gid
         }
         do {
-            try Daemon.makeDirectories(String(sock.path[..<(sock.path.lastIndex(of: "/") ?? sock.path.startIndex)]).isEmpty ? "." : String(sock.path[..<sock.path.lastIndex(of: "/")!]))
+            if let slash = sock.path.lastIndex(of: "/"), slash != sock.path.startIndex {
+                try Daemon.makeDirectories(String(sock.path[..<slash]))
+            }
             unixServer = try UnixServer(loop: loop, path: sock.path, mode: mode_t(sock.mode), group: groupId) { [unowned self] conn in
                 self.accept(conn)
             }

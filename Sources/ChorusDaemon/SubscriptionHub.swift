@@ -141,15 +141,7 @@ final class SubscriptionHub {
         lastSeq = max(lastSeq, last.seq)
         for s in subscribers.values where s.live {
             guard let session = s.session, !session.isClosed else { continue }
-            var out: [UInt8] = []
-            for e in events where e.seq > s.position {
-                s.position = e.seq
-                if s.matches(e) {
-                    ServerFrame.appendEvent(sub: s.name, cursor: e.seq, eventJSON: e.json, to: &out)
-                    s.delivered += 1
-                }
-            }
-            if !out.isEmpty { session.write(out) }
+            deliver(events[...], to: s, session: session)
             if session.pendingWriteBytes > bufferLimit {
                 s.live = false   // fed from the log as it drains
             }
@@ -168,7 +160,7 @@ final class SubscriptionHub {
             if s.position >= lastSeq { s.live = true; return }
             if let slice = ring.events(after: s.position, limit: SubscriptionHub.batch) {
                 if slice.isEmpty { s.live = true; return }
-                deliver(Array(slice), to: s, session: session)
+                deliver(slice, to: s, session: session)
                 continue
             }
             // Too far behind for the ring: read from the store on the thread pool.
@@ -187,7 +179,7 @@ final class SubscriptionHub {
                         // Nothing on disk after this position (pruned or not yet visible): jump to the ring.
                         s.position = max(s.position, (self.ring.firstSeq ?? (self.lastSeq + 1)) - 1)
                     } else {
-                        self.deliver(stored.map(CommittedEvent.init), to: s, session: session)
+                        self.deliver(stored.map(CommittedEvent.init)[...], to: s, session: session)
                     }
                     self.pump(s)
                 case .failure(let error):
@@ -199,9 +191,10 @@ final class SubscriptionHub {
         }
     }
 
-    private func deliver(_ events: [CommittedEvent], to s: Subscriber, session: ConsumerSession) {
+    /// Writes the events after the subscriber's position that match its filter, as one write.
+    private func deliver(_ events: ArraySlice<CommittedEvent>, to s: Subscriber, session: ConsumerSession) {
         var out: [UInt8] = []
-        out.reserveCapacity(events.count * 600)
+        out.reserveCapacity(events.count * 640)
         for e in events where e.seq > s.position {
             s.position = e.seq
             if s.matches(e) {
