@@ -88,13 +88,14 @@ public struct JSONParser {
     private mutating func parseObject(depth: Int) throws(JSONParseError) -> JSONValue {
         if depth > maxDepth { throw JSONParseError("nesting deeper than \(maxDepth)", offset: i) }
         i += 1
-        var entries: [(String, JSONValue)] = []
+        var entries: [(key: String, value: JSONValue)] = []
         // Duplicate names are refused (RFC 8259 §4 leaves them to the parser): a validator that
         // looks at the first value and a consumer that keeps the last would otherwise disagree.
         // Small objects are checked linearly; large ones switch to a set.
         var seen: Set<String>? = nil
         skipWhitespace()
         if i < end && buf[i] == UInt8(ascii: "}") { i += 1; return .object(JSONObject()) }
+        entries.reserveCapacity(8)
         while true {
             skipWhitespace()
             guard i < end, buf[i] == UInt8(ascii: "\"") else { throw JSONParseError("expected a string key", offset: i) }
@@ -121,7 +122,7 @@ public struct JSONParser {
             if buf[i] == UInt8(ascii: "}") { i += 1; break }
             throw JSONParseError("expected ',' or '}'", offset: i)
         }
-        return .object(JSONObject(entries))
+        return .object(JSONObject(entries: entries))
     }
 
     private mutating func parseArray(depth: Int) throws(JSONParseError) -> JSONValue {
@@ -222,6 +223,10 @@ public struct JSONParser {
     }
 
     private func makeString(_ b: UnsafeBufferPointer<UInt8>, at offset: Int) throws(JSONParseError) -> String {
+        // Fast path: pure ASCII needs no validation (most keys and many values).
+        var ascii = true
+        for c in b where c >= 0x80 { ascii = false; break }
+        if ascii { return String(decoding: b, as: UTF8.self) }
         guard let s = String(validating: b, as: UTF8.self) else {
             throw JSONParseError("string is not valid UTF-8", offset: offset)
         }

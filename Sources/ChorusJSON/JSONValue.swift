@@ -73,6 +73,11 @@ public struct JSONObject: Sendable, Equatable, Sequence {
         self.entries = entries.map { (key: $0.0, value: $0.1) }
     }
 
+    /// Takes labelled entries as they are (no copy); keys must be unique.
+    public init(entries: [(key: String, value: JSONValue)]) {
+        self.entries = entries
+    }
+
     public var count: Int { entries.count }
     public var isEmpty: Bool { entries.isEmpty }
     public var keys: [String] { entries.map { $0.key } }
