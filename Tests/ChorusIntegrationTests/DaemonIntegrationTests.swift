@@ -424,3 +424,43 @@ final class LockedFlag: @unchecked Sendable {
         set { lock.lock(); v = newValue; lock.unlock() }
     }
 }
+
+/// The host services behind the ABI (outbound HTTP, fd watches, post from another thread,
+/// timers, the durable kv store), exercised by a C plugin inside the real chorusd.
+final class HostServicesIntegrationTests: XCTestCase {
+    func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    func testPluginUsesHTTPClientFDWatchPostTimersAndKV() throws {
+        let dir = TestPaths.temporaryDirectory("chorus-probe")
+        let (status, out, err) = try TestProcess.run("/usr/bin/make", ["-s", "-C", TestPaths.repoRoot() + "/Tests/Fixtures/plugins", "OUT=" + dir])
+        XCTAssertEqual(status, 0, out + err)
+        let port = freePort()
+        let d = try TestDaemon(instancesTOML: """
+        [[instance]]
+        name = "probe"
+        plugin = "\(dir)/host_api_probe.so"
+        [instance.settings]
+        url = "http://127.0.0.1:\(port)/metrics"
+        """)
+        // Listen on the chosen port so the plugin's outbound request reaches this same chorusd's /metrics.
+        var text = try String(contentsOfFile: d.configPath, encoding: .utf8)
+        text = text.replacingOccurrences(of: "listen = \"127.0.0.1:0\"", with: "listen = \"127.0.0.1:\(port)\"")
+        try text.write(toFile: d.configPath, atomically: true, encoding: .utf8)
+        try d.start()
+        defer { d.stop() }
+        let r = try d.post("/webhooks/probe/probe", json: "{}")
+        XCTAssertEqual(r.status, 200, r.body + d.logText)
+        XCTAssertTrue(r.body.hasPrefix("http=200 bytes="), r.body)
+        XCTAssertTrue(r.body.contains("fd=x post=ok timer=ok kv=ok off_loop=0"), r.body)
+    }
+}
