@@ -16,7 +16,7 @@ struct Bench: ParsableCommand {
 
     @Option(help: "Messages per throughput run.") var messages = 200_000
     @Option(help: "Messages per webhook request in the batched runs (the single-message run always uses 1).") var batch = 100
-    @Option(help: "HTTP load connections.") var connections = 4
+    @Option(help: "HTTP load connections.") var connections = 32
     @Option(help: "Messages in the memory backlog run (0 skips it).") var backlog = 1_000_000
     @Option(help: "Seconds of the paced latency run.") var latencySeconds = 5
     @Option(help: "store.fsync policy: always, grouped or off.") var fsync = "grouped"
@@ -41,9 +41,9 @@ struct Bench: ParsableCommand {
         print(String(format: "resident memory idle: %.1f MiB", Double(residentKiB(pid: pid)) / 1024))
 
         let single = min(messages, 50_000)
-        try throughput(d, total: single, perRequest: 1, subscribers: 1)
-        try throughput(d, total: messages, perRequest: batch, subscribers: 1)
-        try throughput(d, total: messages, perRequest: batch, subscribers: 4)
+        try throughput(d, pid: pid, total: single, perRequest: 1, subscribers: 1)
+        try throughput(d, pid: pid, total: messages, perRequest: batch, subscribers: 1)
+        try throughput(d, pid: pid, total: messages, perRequest: batch, subscribers: 4)
         try latency(d, rate: 1000, seconds: latencySeconds)
         if backlog > 0 { try memory(d, pid: pid, count: backlog) }
     }
@@ -84,7 +84,8 @@ struct Bench: ParsableCommand {
         if errors.value > 0 { print("  warning: \(errors.value) requests failed") }
     }
 
-    func throughput(_ d: TestDaemon, total: Int, perRequest: Int, subscribers: Int) throws {
+    func throughput(_ d: TestDaemon, pid: Int32, total: Int, perRequest: Int, subscribers: Int) throws {
+        let cpuBefore = cpuSeconds(pid: pid)
         let tag = "t\(perRequest)x\(subscribers)-\(Int.random(in: 0..<1_000_000))"
         var readers: [Thread] = []
         let done = DispatchGroup()
@@ -125,8 +126,10 @@ struct Bench: ParsableCommand {
         done.wait()
         let end = finishTimes.values.max() ?? loaded
         let rate = Double(total) / (end - start)
-        print(String(format: "throughput: %d msgs, %d per webhook, %d connections, %d durable subscriber(s): %.0f msgs/s to each subscriber (ingest %.0f msgs/s, %.0f webhooks/s)",
-                     total, perRequest, connections, subscribers, rate, Double(total) / (loaded - start), Double(total) / Double(perRequest) / (loaded - start)))
+        let cpu = cpuSeconds(pid: pid) - cpuBefore
+        print(String(format: "throughput: %d msgs, %d per webhook, %d connections, %d durable subscriber(s): %.0f msgs/s to each subscriber (ingest %.0f msgs/s, %.0f webhooks/s); chorusd CPU %.1f µs per message",
+                     total, perRequest, connections, subscribers, rate, Double(total) / (loaded - start),
+                     Double(total) / Double(perRequest) / (loaded - start), cpu / Double(total) * 1e6))
     }
 
     func latency(_ d: TestDaemon, rate: Int, seconds: Int) throws {
@@ -209,6 +212,16 @@ struct Bench: ParsableCommand {
                      count, cs, Double(count) / cs, Double(peak) / 1024))
         r.close()
     }
+}
+
+/// User + system CPU time of a process, in seconds (from /proc/PID/stat).
+func cpuSeconds(pid: Int32) -> Double {
+    guard let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = s.lastIndex(of: ")") else { return 0 }
+    let fields = s[s.index(after: close)...].split(separator: " ")
+    // After the command: state is field 3, utime field 14, stime field 15 (1-based in proc(5)).
+    guard fields.count > 13, let u = Double(fields[11]), let st = Double(fields[12]) else { return 0 }
+    return (u + st) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 func monotonicNs() -> UInt64 {
