@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "ChorusConformance", targets: ["ChorusConformance"]),
         // Connector plugins: one dynamic library each, loaded by chorusd with dlopen.
         .library(name: "chorus-sandbox", type: .dynamic, targets: ["SandboxConnector"]),
+        .library(name: "chorus-slack", type: .dynamic, targets: ["SlackConnector"]),
+        .library(name: "chorus-sms", type: .dynamic, targets: ["SMSConnector"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -87,6 +89,8 @@ let package = Package(
 
         // MARK: Connector plugins
         .target(name: "SandboxConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON"], path: "Plugins/sandbox"),
+        .target(name: "SlackConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/slack"),
+        .target(name: "SMSConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/sms"),
 
         // MARK: Tests
         .target(name: "ChorusTestKit", dependencies: ["ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Sources/ChorusTestKit"),
@@ -97,6 +101,8 @@ let package = Package(
         .testTarget(name: "ChorusLoopTests", dependencies: ["ChorusLoop", "CLibUV"], path: "Tests/ChorusLoopTests"),
         .testTarget(name: "ChorusStoreTests", dependencies: ["ChorusStore", "ChorusModel", "ChorusJSON"], path: "Tests/ChorusStoreTests"),
         .testTarget(name: "ChorusPluginHostTests", dependencies: ["ChorusPluginHost", "ChorusLoop", "ChorusTestKit", "ChorusConformance"], path: "Tests/ChorusPluginHostTests"),
+        .testTarget(name: "SlackConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SlackConnectorTests"),
+        .testTarget(name: "SMSConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SMSConnectorTests"),
         .testTarget(name: "ChorusIntegrationTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Tests/ChorusIntegrationTests"),
     ],
     swiftLanguageModes: [.v6]

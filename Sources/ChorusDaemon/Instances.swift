@@ -242,6 +242,11 @@ extension Daemon: PluginInstanceDelegate {
         if ev.type == "status", ev.conversationId == nil || ev.statusMessageId == nil {
             resolveStatusTarget(&ev, instance: instance.name)
         }
+        if ev.type == "status", let mid = ev.statusMessageId, let state = ev.statusState, state == "sent" || state == "failed" {
+            // The host already records "sent"/"failed" from the plugin's send result under this key:
+            // a channel callback saying the same thing is then a duplicate, not a second status.
+            ev.dedupKey = "send-status:\(mid):\(state)"
+        }
         guard let conversationId = ev.conversationId else {
             rt.count("events_invalid")
             completion(CHORUS_ERR_INVALID, nil, "status for an unknown message (channel_message_id \(ev.statusChannelMessageId ?? "?")): give channel_ids.chat")
