@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "ChorusConformance", targets: ["ChorusConformance"]),
         // Connector plugins: one dynamic library each, loaded by chorusd with dlopen.
         .library(name: "chorus-sandbox", type: .dynamic, targets: ["SandboxConnector"]),
+        .library(name: "chorus-telegram", type: .dynamic, targets: ["TelegramConnector"]),
         .library(name: "chorus-slack", type: .dynamic, targets: ["SlackConnector"]),
         .library(name: "chorus-sms", type: .dynamic, targets: ["SMSConnector"]),
     ],
@@ -89,6 +90,7 @@ let package = Package(
 
         // MARK: Connector plugins
         .target(name: "SandboxConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON"], path: "Plugins/sandbox"),
+        .target(name: "TelegramConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/telegram"),
         .target(name: "SlackConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/slack"),
         .target(name: "SMSConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/sms"),
 
@@ -101,6 +103,7 @@ let package = Package(
         .testTarget(name: "ChorusLoopTests", dependencies: ["ChorusLoop", "CLibUV"], path: "Tests/ChorusLoopTests"),
         .testTarget(name: "ChorusStoreTests", dependencies: ["ChorusStore", "ChorusModel", "ChorusJSON"], path: "Tests/ChorusStoreTests"),
         .testTarget(name: "ChorusPluginHostTests", dependencies: ["ChorusPluginHost", "ChorusLoop", "ChorusTestKit", "ChorusConformance"], path: "Tests/ChorusPluginHostTests"),
+        .testTarget(name: "TelegramConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/TelegramConnectorTests"),
         .testTarget(name: "SlackConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SlackConnectorTests"),
         .testTarget(name: "SMSConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SMSConnectorTests"),
         .testTarget(name: "ChorusIntegrationTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Tests/ChorusIntegrationTests"),

@@ -187,6 +187,14 @@ extension Daemon {
             }
             pumpSends(rt)
             return
+        } else if outcome == CHORUS_SEND_FAILED_RETRYABLE && p.record.attempts < rt.config.maxSendAttempts {
+            // Shutting down: a send that could still succeed is not failed for good. It stays unfinished in
+            // the store and is dispatched again at the next start — nothing accepted is lost.
+            rt.count("sends_deferred")
+            committer.enqueue(.updateSend(id: p.record.id, state: "retrying", attempts: p.record.attempts, channelMessageId: nil,
+                                          errorCode: errorCode, errorMessage: errorMessage, nextAttemptAtMs: now,
+                                          updatedAtMs: now)) { _ in }
+            return
         } else {
             state = "failed"
             retryable = outcome == CHORUS_SEND_FAILED_RETRYABLE
