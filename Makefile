@@ -57,7 +57,7 @@ bench: deps
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/chorus/plugins $(DESTDIR)$(PREFIX)/include $(DESTDIR)/etc/chorus
 	install -m 755 $(BUILD_DIR)/chorusd $(BUILD_DIR)/chorusctl $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 $(BUILD_DIR)/libchorus-sandbox.so $(BUILD_DIR)/libchorus-echo.so $(DESTDIR)$(PREFIX)/lib/chorus/plugins/
+	install -m 644 $(BUILD_DIR)/libchorus-*.so $(DESTDIR)$(PREFIX)/lib/chorus/plugins/
 	install -m 644 Sources/CChorusPlugin/include/chorus_plugin.h $(DESTDIR)$(PREFIX)/include/
 	[ -f $(DESTDIR)/etc/chorus/chorus.toml ] || install -m 640 dist/chorus.toml $(DESTDIR)/etc/chorus/chorus.toml
 	[ ! -d $(DESTDIR)/etc/systemd/system ] || install -m 644 dist/chorusd.service $(DESTDIR)/etc/systemd/system/
