@@ -15,6 +15,9 @@ let package = Package(
         .library(name: "ChorusConformance", targets: ["ChorusConformance"]),
         // Connector plugins: one dynamic library each, loaded by chorusd with dlopen.
         .library(name: "chorus-sandbox", type: .dynamic, targets: ["SandboxConnector"]),
+        .library(name: "chorus-whatsapp", type: .dynamic, targets: ["WhatsAppConnector"]),
+        .library(name: "chorus-messenger", type: .dynamic, targets: ["MessengerConnector"]),
+        .library(name: "chorus-instagram", type: .dynamic, targets: ["InstagramConnector"]),
         .library(name: "chorus-telegram", type: .dynamic, targets: ["TelegramConnector"]),
         .library(name: "chorus-slack", type: .dynamic, targets: ["SlackConnector"]),
         .library(name: "chorus-sms", type: .dynamic, targets: ["SMSConnector"]),
@@ -90,6 +93,13 @@ let package = Package(
 
         // MARK: Connector plugins
         .target(name: "SandboxConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON"], path: "Plugins/sandbox"),
+        // Meta (WhatsApp Cloud API, Messenger, Instagram): shared Graph webhook, signature and API client code.
+        .target(name: "MetaGraph", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/meta/Common"),
+        .target(name: "WhatsAppConnector", dependencies: ["MetaGraph", "ChorusConnectorSDK", "ChorusJSON"], path: "Plugins/meta/WhatsApp"),
+        // Messenger and Instagram share one messaging connector (same webhook shape and Send API); each plugin is its entry point.
+        .target(name: "MetaMessaging", dependencies: ["MetaGraph", "ChorusConnectorSDK", "ChorusJSON"], path: "Plugins/meta/Messaging"),
+        .target(name: "MessengerConnector", dependencies: ["MetaMessaging", "ChorusConnectorSDK", "CChorusPlugin"], path: "Plugins/meta/Messenger"),
+        .target(name: "InstagramConnector", dependencies: ["MetaMessaging", "ChorusConnectorSDK", "CChorusPlugin"], path: "Plugins/meta/Instagram"),
         .target(name: "TelegramConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/telegram"),
         .target(name: "SlackConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/slack"),
         .target(name: "SMSConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/sms"),
@@ -103,6 +113,7 @@ let package = Package(
         .testTarget(name: "ChorusLoopTests", dependencies: ["ChorusLoop", "CLibUV"], path: "Tests/ChorusLoopTests"),
         .testTarget(name: "ChorusStoreTests", dependencies: ["ChorusStore", "ChorusModel", "ChorusJSON"], path: "Tests/ChorusStoreTests"),
         .testTarget(name: "ChorusPluginHostTests", dependencies: ["ChorusPluginHost", "ChorusLoop", "ChorusTestKit", "ChorusConformance"], path: "Tests/ChorusPluginHostTests"),
+        .testTarget(name: "MetaConnectorTests", dependencies: ["MetaGraph", "ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/MetaConnectorTests"),
         .testTarget(name: "TelegramConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/TelegramConnectorTests"),
         .testTarget(name: "SlackConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SlackConnectorTests"),
         .testTarget(name: "SMSConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SMSConnectorTests"),

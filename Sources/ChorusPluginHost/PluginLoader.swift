@@ -167,8 +167,9 @@ public enum PluginLoader {
             throw .dlopen(path: path, message: dlerror().map { String(cString: $0) } ?? "unknown error")
         }
         guard let sym = dlsym(handle, CHORUS_PLUGIN_ENTRY_SYMBOL) else {
-            // Not a plugin: closing is safe, nothing of it ever ran.
-            dlclose(handle)
+            // Not a plugin — but never dlclose it: a Swift image registered its metadata and
+            // conformances with the runtime when it was opened, and unloading it leaves the
+            // runtime pointing into unmapped memory (a later conformance lookup crashes).
             throw .missingSymbol(path: path, symbol: CHORUS_PLUGIN_ENTRY_SYMBOL)
         }
         let entry = unsafeBitCast(sym, to: chorus_plugin_entry_fn.self)

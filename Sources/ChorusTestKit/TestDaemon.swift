@@ -231,8 +231,10 @@ public final class KeepAliveHTTPClient {
     deinit { close(fd) }
 
     /// Sends a POST and waits for its response; returns the status.
-    public func post(path: String, body: [UInt8]) throws -> Int {
-        let head = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n"
+    public func post(path: String, headers: [(String, String)] = [], body: [UInt8]) throws -> Int {
+        var head = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n"
+        for (k, v) in headers { head += "\(k): \(v)\r\n" }
+        head += "\r\n"
         let req = Array(head.utf8) + body
         var off = 0
         while off < req.count {

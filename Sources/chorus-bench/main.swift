@@ -21,8 +21,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Seconds of the paced latency run.") var latencySeconds = 5
     @Option(help: "store.fsync policy: always, grouped or off.") var fsync = "grouped"
     @Flag(help: "Also run the store-only benchmark (SQLite commit rates).") var store = false
+    @Flag(help: "Run the signed WhatsApp webhook benchmark instead (for --latency-seconds seconds).") var whatsapp = false
 
     func run() throws {
+        if whatsapp { try runWhatsAppWebhookBench(connections: connections, seconds: max(latencySeconds, 5)); return }
         print("chorus-bench: \(ProcessInfo.processInfo.processorCount) cores, build \(TestPaths.buildDir), fsync=\(fsync)")
         if store {
             let dir = TestPaths.temporaryDirectory("chorus-store-bench")
@@ -85,7 +87,7 @@ struct Bench: ParsableCommand {
     }
 
     func throughput(_ d: TestDaemon, pid: Int32, total: Int, perRequest: Int, subscribers: Int) throws {
-        let cpuBefore = cpuSeconds(pid: pid)
+        let cpuBefore = processCPUSeconds(pid: pid)
         let tag = "t\(perRequest)x\(subscribers)-\(Int.random(in: 0..<1_000_000))"
         var readers: [Thread] = []
         let done = DispatchGroup()
@@ -126,7 +128,7 @@ struct Bench: ParsableCommand {
         done.wait()
         let end = finishTimes.values.max() ?? loaded
         let rate = Double(total) / (end - start)
-        let cpu = cpuSeconds(pid: pid) - cpuBefore
+        let cpu = processCPUSeconds(pid: pid) - cpuBefore
         print(String(format: "throughput: %d msgs, %d per webhook, %d connections, %d durable subscriber(s): %.0f msgs/s to each subscriber (ingest %.0f msgs/s, %.0f webhooks/s); chorusd CPU %.1f µs per message",
                      total, perRequest, connections, subscribers, rate, Double(total) / (loaded - start),
                      Double(total) / Double(perRequest) / (loaded - start), cpu / Double(total) * 1e6))
@@ -212,16 +214,6 @@ struct Bench: ParsableCommand {
                      count, cs, Double(count) / cs, Double(peak) / 1024))
         r.close()
     }
-}
-
-/// User + system CPU time of a process, in seconds (from /proc/PID/stat).
-func cpuSeconds(pid: Int32) -> Double {
-    guard let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = s.lastIndex(of: ")") else { return 0 }
-    let fields = s[s.index(after: close)...].split(separator: " ")
-    // After the command: state is field 3, utime field 14, stime field 15 (1-based in proc(5)).
-    guard fields.count > 13, let u = Double(fields[11]), let st = Double(fields[12]) else { return 0 }
-    return (u + st) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 func monotonicNs() -> UInt64 {

@@ -1,0 +1,244 @@
+import ChorusClient
+import ChorusJSON
+import ChorusProtocol
+import ChorusTestKit
+import Foundation
+import XCTest
+
+/// The fake Graph API (Tests/Fakes/fake_graph/fake_graph.py) as a subprocess.
+final class FakeGraph {
+    let process = Process()
+    let port: Int
+    let token: String
+    let phoneNumberId: String
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    init(token: String = "EAAG-test-token", phoneNumberId: String = MetaFixtures.phoneNumberId) throws {
+        self.token = token
+        self.phoneNumberId = phoneNumberId
+        let script = TestPaths.repoRoot() + "/Tests/Fakes/fake_graph/fake_graph.py"
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, "--token", token, "--phone-number-id", phoneNumberId, "--version", "v21.0"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The first line is "PORT <n>".
+        var line = Data()
+        let handle = out.fileHandleForReading
+        while !line.contains(0x0A) {
+            let chunk = handle.availableData
+            if chunk.isEmpty { throw TestKitError("fake_graph.py exited before printing its port") }
+            line.append(chunk)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard let p = text.split(separator: "\n").first.flatMap({ Int($0.split(separator: " ").last ?? "") }) else {
+            throw TestKitError("fake_graph.py printed \(text)")
+        }
+        port = p
+    }
+
+    deinit { stop() }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+
+    func admin(_ path: String, _ body: JSONValue = [:]) throws -> HTTPTestResponse {
+        try HTTPTestClient.request(port: port, method: "POST", path: "/_admin/" + path, headers: [("Content-Type", "application/json")],
+                                   body: JSONWriter.encode(body))
+    }
+
+    /// Requests received by the fake (admin calls excluded).
+    func requests() throws -> [JSONValue] {
+        let r = try HTTPTestClient.request(port: port, method: "GET", path: "/_admin/requests", headers: [], body: [])
+        return try JSONParser.parse(r.body)["requests"]?.arrayValue ?? []
+    }
+
+    /// The message sends received (POST …/messages), in order.
+    func sends() throws -> [JSONValue] {
+        try requests().filter { $0["method"]?.stringValue == "POST" && ($0["path"]?.stringValue ?? "").hasSuffix("/messages") }
+    }
+
+    /// Waits until `count` sends arrived.
+    func waitForSends(_ count: Int, timeout: TimeInterval = 10) throws -> [JSONValue] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let s = try sends()
+            if s.count >= count { return s }
+            usleep(20_000)
+        }
+        throw TestKitError("fake Graph got \(try sends().count) sends, expected \(count)")
+    }
+}
+
+/// Fixture payloads (Tests/Fixtures/meta/whatsapp) and signing.
+enum MetaFixtures {
+    static let phoneNumberId = "106540352242922"
+    static let appSecret = "app-secret-for-tests"
+    static let verifyToken = "verify-me-please"
+    static let user = "16505551234"
+
+    static func raw(_ name: String) throws -> [UInt8] {
+        let path = TestPaths.repoRoot() + "/Tests/Fixtures/meta/whatsapp/\(name).json"
+        guard let d = FileManager.default.contents(atPath: path) else { throw TestKitError("missing fixture \(path)") }
+        return Array(d)
+    }
+
+    /// A fixture with its documented timestamp replaced by the current time (so it opens the service window).
+    static func fresh(_ name: String) throws -> [UInt8] {
+        let text = String(decoding: try raw(name), as: UTF8.self)
+        return Array(text.replacingOccurrences(of: "\"1739321024\"", with: "\"\(Int(Date().timeIntervalSince1970))\"").utf8)
+    }
+
+    /// `sha256=<hex>` computed by the OpenSSL command-line tool, independently of the plugin code.
+    static func signature(_ body: [UInt8], secret: String = appSecret) throws -> String {
+        let file = TestPaths.temporaryDirectory("meta-sign") + "/body.json"
+        guard FileManager.default.createFile(atPath: file, contents: Data(body)) else { throw TestKitError("cannot write \(file)") }
+        let (status, out, err) = try TestProcess.run("/usr/bin/openssl", ["dgst", "-sha256", "-hmac", secret, "-r", file])
+        guard status == 0, let hex = out.split(separator: " ").first, hex.count == 64 else { throw TestKitError("openssl failed: \(err)") }
+        return "sha256=" + hex
+    }
+
+    /// A text-message webhook with the given ids (the documented envelope).
+    static func textWebhook(from: String = user, name: String = "Sheena Nelson", wamid: String, text: String, timestamp: Int = Int(Date().timeIntervalSince1970)) -> [UInt8] {
+        Array("""
+        {"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"value":{"messaging_product":"whatsapp",\
+        "metadata":{"display_phone_number":"15550783881","phone_number_id":"\(phoneNumberId)"},\
+        "contacts":[{"profile":{"name":"\(name)"},"wa_id":"\(from)"}],\
+        "messages":[{"from":"\(from)","id":"\(wamid)","timestamp":"\(timestamp)","type":"text","text":{"body":"\(text)"}}]},"field":"messages"}]}]}
+        """.utf8)
+    }
+
+    /// A status webhook for an outbound wamid.
+    static func statusWebhook(wamid: String, status: String, to: String = user, errorCode: Int? = nil) -> [UInt8] {
+        let errors = errorCode.map { #","errors":[{"code":\#($0),"title":"Message undeliverable","message":"Message undeliverable","error_data":{"details":"Message Undeliverable."}}]"# } ?? ""
+        let pricing = status == "failed" ? "" : #","pricing":{"billable":true,"pricing_model":"PMP","type":"regular","category":"service"}"#
+        return Array("""
+        {"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"value":{"messaging_product":"whatsapp",\
+        "metadata":{"display_phone_number":"15550783881","phone_number_id":"\(phoneNumberId)"},\
+        "statuses":[{"id":"\(wamid)","status":"\(status)","timestamp":"\(Int(Date().timeIntervalSince1970))","recipient_id":"\(to)"\(pricing)\(errors)}]},"field":"messages"}]}]}
+        """.utf8)
+    }
+}
+
+/// A chorusd with one WhatsApp instance ("wa") pointed at a fake Graph API.
+final class WhatsAppDaemon {
+    let daemon: TestDaemon
+    let graph: FakeGraph
+    let connection: ChorusConnection
+    var received: [JSONValue] = []
+
+    let directory: String
+
+    /// Starts a daemon in `directory` (a new one by default; give an old one to restart with its state), with a new fake
+    /// Graph server unless `graph` is given.
+    init(extraSettings: String = "", directory: String? = nil, graph: FakeGraph? = nil) throws {
+        self.graph = try graph ?? FakeGraph()
+        let dir = directory ?? TestPaths.temporaryDirectory("chorus-wa")
+        self.directory = dir
+        let secretFile = dir + "/app_secret"
+        try (MetaFixtures.appSecret + "\n").write(toFile: secretFile, atomically: true, encoding: .utf8)
+        daemon = try TestDaemon(instancesTOML: """
+        [[instance]]
+        name = "wa"
+        plugin = "whatsapp"
+        [instance.settings]
+        app_secret_file = "\(secretFile)"
+        verify_token = "\(MetaFixtures.verifyToken)"
+        access_token = "\(self.graph.token)"
+        phone_number_id = "\(MetaFixtures.phoneNumberId)"
+        account = "\(MetaFixtures.phoneNumberId)"
+        api_base_url = "\(self.graph.baseURL)"
+        api_version = "v21.0"
+        \(extraSettings)
+        """, directory: dir)
+        try daemon.start()
+        connection = try ChorusConnection(path: daemon.socketPath, timeoutMilliseconds: 10_000)
+        _ = try connection.request(.subscribe(name: nil, filter: nil, from: .now))
+    }
+
+    func stop(keepGraph: Bool = false) {
+        connection.close()
+        daemon.stop()
+        if !keepGraph { graph.stop() }
+    }
+
+    /// POSTs a webhook body, signed unless `signature` is given.
+    func webhook(_ body: [UInt8], signature: String?? = nil) throws -> HTTPTestResponse {
+        var headers: [(String, String)] = [("Content-Type", "application/json")]
+        switch signature {
+        case .none: headers.append(("X-Hub-Signature-256", try MetaFixtures.signature(body)))
+        case .some(.some(let s)): headers.append(("X-Hub-Signature-256", s))
+        case .some(.none): break
+        }
+        return try HTTPTestClient.request(port: daemon.httpPort, method: "POST", path: "/webhooks/wa", headers: headers, body: body)
+    }
+
+    /// Reads `n` events (any type).
+    func events(_ n: Int, timeoutMs: Int = 10_000) throws -> [JSONValue] {
+        var out: [JSONValue] = []
+        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        while out.count < n {
+            let left = Int(deadline.timeIntervalSinceNow * 1000)
+            if left <= 0 { throw TestKitError("timed out with \(out.count)/\(n) events: \(out.map { JSONWriter.encodeString($0) })") }
+            if case .event(_, _, let ev) = try connection.nextMessage(timeoutMilliseconds: left) {
+                out.append(ev)
+                received.append(ev)
+            }
+        }
+        return out
+    }
+
+    /// Reads events until one matches, returning it.
+    func event(where match: (JSONValue) -> Bool, timeoutMs: Int = 10_000) throws -> JSONValue {
+        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        while true {
+            let left = Int(deadline.timeIntervalSinceNow * 1000)
+            if left <= 0 { throw TestKitError("no matching event in time") }
+            if case .event(_, _, let ev) = try connection.nextMessage(timeoutMilliseconds: left) {
+                received.append(ev)
+                if match(ev) { return ev }
+            }
+        }
+    }
+
+    /// Whether any event arrives within `ms`.
+    func quiet(forMs ms: Int) -> Bool {
+        if case .event? = try? connection.nextMessage(timeoutMilliseconds: ms) { return false }
+        return true
+    }
+
+    /// Sends a message on the socket; returns its Chorus message id.
+    func send(_ message: JSONValue) throws -> String {
+        let r = try connection.request(.send(idempotencyKey: nil, message: message))
+        guard case .reply("accepted", _, let body) = r, let id = body["message_id"]?.stringValue else {
+            throw TestKitError("send not accepted: \(r)")
+        }
+        return id
+    }
+
+    /// The final sent/failed status event of a send.
+    func outcome(of messageId: String, timeoutMs: Int = 15_000) throws -> JSONValue {
+        try event(where: { ev in
+            ev["type"]?.stringValue == "status" && ev["status"]?["message_id"]?.stringValue == messageId
+                && ["sent", "failed"].contains(ev["status"]?["state"]?.stringValue ?? "")
+        }, timeoutMs: timeoutMs)
+    }
+
+    /// Checks every event received against the JSON Schema of stored events.
+    func assertSchemaValid(file: StaticString = #filePath, line: UInt = #line) {
+        guard !received.isEmpty else { return }
+        let root = TestPaths.repoRoot()
+        let path = TestPaths.temporaryDirectory("wa-events") + "/events.ndjson"
+        try? (received.map { JSONWriter.encodeString($0) }.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        guard let (status, out, err) = try? TestProcess.run("/usr/bin/env", ["python3", root + "/tools/validate_events.py",
+                                                                            root + "/schema/chorus-event-v1.schema.json", path]) else {
+            return XCTFail("could not run the schema validator", file: file, line: line)
+        }
+        XCTAssertEqual(status, 0, "events do not match the JSON Schema:\n\(out)\n\(err)", file: file, line: line)
+    }
+}
