@@ -1,11 +1,7 @@
 import CChorusPlugin
 import ChorusConnectorSDK
 import ChorusJSON
-import Dispatch
 import MetaGraph
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The Messenger and Instagram connector: one class, parameterized by channel,
 /// because both speak the Messenger Platform's messaging shape.
@@ -38,30 +34,14 @@ public final class MessagingConnector: Connector {
     /// Which of the two channels this instance serves.
     public let channel: MessagingChannel
     private let instanceName: String
-    private let stateDirectory: String
     private var config: Config
     private let graph: GraphClient
     private let window: ServiceWindowTracker
     private let ledger: SentLedger
-    private var pacer: SendPacer
-    private var stopping = false
-    private var stoppedReported = false
-    private var pending: [SendID: PendingSend] = [:]
-    /// Calls already made for a message (by Chorus message id), kept across retries so a retry does not resend them.
-    private var progress: [String: Int] = [:]
-    private var mediaWaiters: [UInt64: Responder] = [:]
-    private var nextWaiter: UInt64 = 0
-
-    final class PendingSend {
-        let message: OutboundMessage
-        let plan: MessagingPlan
-        var next: Int
-        var lastId: String?
-        var timer: UInt64 = 0
-        var inFlight = false
-        var uploaded: [Int: String] = [:]
-        init(message: OutboundMessage, plan: MessagingPlan, next: Int) { self.message = message; self.plan = plan; self.next = next }
-    }
+    /// Sends in progress: pacing, uploads, retries and the stop bookkeeping.
+    private let sends: GraphSendQueue<MessagingSendChannel>
+    /// Downloaded attachments and the media route.
+    private let mediaStore: GraphMediaStore
 
     /// Validated settings.
     struct Config {
@@ -104,14 +84,6 @@ public final class MessagingConnector: Connector {
             for (k, _) in s.values where !known.contains(k) {
                 throw ConnectorError("unknown setting \"\(k)\" (known: \(known.sorted().joined(separator: ", ")))")
             }
-            func secret(_ key: String) throws -> String {
-                guard let v = s[key], !v.isEmpty else {
-                    throw ConnectorError("setting \"\(key)\" is required (give \(key)_file or \(key)_credential to keep it out of the config)")
-                }
-                var t = Substring(v)
-                while let last = t.last, last == "\n" || last == "\r" || last == " " { t.removeLast() }
-                return String(t)
-            }
             func numericId(_ key: String) throws -> String {
                 let v = try s.string(key)
                 guard v.allSatisfy({ $0.isASCII && $0.isNumber }) else {
@@ -119,9 +91,9 @@ public final class MessagingConnector: Connector {
                 }
                 return v
             }
-            appSecret = try secret("app_secret")
-            verifyToken = try secret("verify_token")
-            accessToken = try secret("access_token")
+            appSecret = try GraphSettings.secret(s, "app_secret")
+            verifyToken = try GraphSettings.secret(s, "verify_token")
+            accessToken = try GraphSettings.secret(s, "access_token")
             switch channel {
             case .messenger:
                 businessId = try numericId("page_id")
@@ -136,15 +108,9 @@ public final class MessagingConnector: Connector {
                 sendId = page ?? businessId
             }
             // The same default the daemon uses for first-contact sends (instance + to): the instance name.
-            account = s["account"].flatMap { $0.isEmpty ? nil : $0 } ?? s.instanceName
-            apiBaseURL = s["api_base_url"] ?? GraphClient.defaultBaseURL
-            guard apiBaseURL.hasPrefix("https://") || apiBaseURL.hasPrefix("http://") else {
-                throw ConnectorError("setting \"api_base_url\": expected an http(s) URL, found \"\(apiBaseURL)\"")
-            }
-            apiVersion = s["api_version"] ?? GraphClient.defaultVersion
-            guard apiVersion.hasPrefix("v"), Double(apiVersion.dropFirst()) != nil else {
-                throw ConnectorError("setting \"api_version\": expected a Graph API version like v21.0, found \"\(apiVersion)\"")
-            }
+            account = GraphSettings.account(s)
+            apiBaseURL = try GraphSettings.apiBaseURL(s)
+            apiVersion = try GraphSettings.apiVersion(s)
             messagesPerSecond = try s.int("messages_per_second", default: 40)
             maxPacingDelayMs = try s.int("max_pacing_delay_ms", default: 30_000)
             requestTimeoutMs = try s.int("request_timeout_ms", default: 20_000)
@@ -168,13 +134,18 @@ public final class MessagingConnector: Connector {
         self.channel = channel
         self.host = host
         instanceName = settings.instanceName
-        stateDirectory = settings.stateDirectory
         let c = try Config(settings, channel: channel)
         config = c
         graph = GraphClient(host: host, baseURL: c.apiBaseURL, version: c.apiVersion, accessToken: c.accessToken, timeoutMs: UInt32(c.requestTimeoutMs))
         window = ServiceWindowTracker(store: .host(host))
-        ledger = SentLedger(store: .host(host))
-        pacer = c.pacer
+        let ledger = SentLedger(store: .host(host))
+        self.ledger = ledger
+        sends = GraphSendQueue(host: host, graph: graph, channel: MessagingSendChannel(channel: channel), pacer: c.pacer,
+                               messagesPath: c.sendId + "/messages", uploadPath: c.sendId + "/message_attachments",
+                               maxPacingDelayMs: c.maxPacingDelayMs, mediaMaxBytes: c.mediaMaxBytes, requestTimeoutMs: c.requestTimeoutMs)
+        // The request's start time is at or before Meta's timestamp for the message, so a watermark covers it.
+        sends.onMessageSent = { message, mid, startedMs in ledger.record(chat: message.to, mid: mid, atMs: startedMs) }
+        mediaStore = GraphMediaStore(host: host, directory: settings.stateDirectory + "/\(channel.rawValue)-media/" + settings.instanceName)
     }
 
     /// `Connector` conformance: a Messenger instance (the Instagram plugin uses `init(channel:host:settings:)`).
@@ -183,9 +154,9 @@ public final class MessagingConnector: Connector {
     }
 
     public func start() throws {
-        try host.route("GET", "/") { [unowned self] req, res in WebhookVerification.handle(req, verifyToken: self.config.verifyToken, res) }
-        try host.route("POST", "/") { [unowned self] req, res in self.webhook(req, res) }
-        try host.route("GET", "/media/*") { [unowned self] req, res in self.serveMedia(req, res) }
+        try GraphWebhook.register(on: host, verifyToken: { [unowned self] in self.config.verifyToken },
+                                  deliveries: { [unowned self] req, res in self.webhook(req, res) },
+                                  media: { [unowned self] req, res in self.serveMedia(req, res) })
         host.log(.info, "\(channel.rawValue) connector ready", [("business_id", config.businessId), ("api", graph.url(config.sendId + "/messages"))])
     }
 
@@ -197,23 +168,13 @@ public final class MessagingConnector: Connector {
         config = c
         graph.update(baseURL: c.apiBaseURL, version: c.apiVersion, accessToken: c.accessToken)
         graph.timeoutMs = UInt32(c.requestTimeoutMs)
-        pacer = c.pacer
+        sends.configure(pacer: c.pacer, maxPacingDelayMs: c.maxPacingDelayMs, mediaMaxBytes: c.mediaMaxBytes, requestTimeoutMs: c.requestTimeoutMs)
+        sends.messagesPath = c.sendId + "/messages"
+        sends.uploadPath = c.sendId + "/message_attachments"
     }
 
     public func stop() {
-        stopping = true
-        for (id, p) in pending where !p.inFlight {
-            if p.timer != 0 { host.cancelTimer(p.timer) }
-            pending[id] = nil
-            host.sendResult(id, .retryable(code: "stopping", message: "instance is stopping"))
-        }
-        finishStopIfIdle()
-    }
-
-    private func finishStopIfIdle() {
-        guard stopping, pending.isEmpty, !stoppedReported else { return }
-        stoppedReported = true
-        host.stopped()
+        sends.stop()
     }
 
     // MARK: Inbound
@@ -221,18 +182,7 @@ public final class MessagingConnector: Connector {
     private var mediaPathPrefix: String { "/webhooks/\(instanceName)/media/" }
 
     private func webhook(_ req: IncomingRequest, _ res: Responder) {
-        if case .failure(let why) = GraphSignature.verify(req, secret: config.appSecret) {
-            host.count("webhook_bad_signature")
-            host.log(.warning, "webhook refused: \(why)", [("remote", req.remoteAddress)])
-            res.respond(status: 401, json: ["error": .string(why.description)])
-            return
-        }
-        let doc: JSONValue
-        do { doc = try JSONParser.parse(req.body) } catch {
-            host.count("webhook_malformed")
-            res.respond(status: 400, json: ["error": .string("malformed JSON: \(error)")])
-            return
-        }
+        guard let doc = GraphWebhook.verifiedBody(req, appSecret: config.appSecret, host: host, res) else { return }
         let mapper = MessagingInbound(channel: channel, account: config.account,
                                       businessIds: Set([config.businessId] + config.otherIds),
                                       mediaPathPrefix: mediaPathPrefix, storesMedia: config.mediaPrefetch, ledger: ledger, appId: config.appId)
@@ -251,31 +201,7 @@ public final class MessagingConnector: Connector {
             res.respond(status: 200, json: ["accepted": 0])
             return
         }
-        var remaining = out.events.count
-        var unavailable: String?
-        var invalid: String?
-        for ev in out.events {
-            host.emit(ev) { [weak self] result in
-                switch result {
-                case .committed, .duplicate: break
-                case .unavailable(let why): unavailable = why
-                case .invalid(let why):
-                    invalid = why
-                    self?.host.log(.error, "event refused by the host (connector bug): \(why)")
-                }
-                remaining -= 1
-                guard remaining == 0 else { return }
-                if let unavailable {
-                    res.respond(status: 503, headers: [("Retry-After", "5"), ("Content-Type", "application/json")],
-                                body: JSONWriter.encode(["error": .string(unavailable)]))
-                } else if let invalid {
-                    res.respond(status: 500, json: ["error": .string(invalid)])
-                } else {
-                    res.respond(status: 200, json: ["accepted": .int(out.events.count)])
-                    self?.afterCommit(out)
-                }
-            }
-        }
+        GraphWebhook.commit(out.events, host: host, res) { [weak self] in self?.afterCommit(out) }
     }
 
     /// Bookkeeping once a webhook's events are durable: the service window, the sent-message ledger, media.
@@ -297,30 +223,13 @@ public final class MessagingConnector: Connector {
 
     // MARK: Media
 
-    private var mediaDirectory: String { stateDirectory + "/\(channel.rawValue)-media/" + instanceName }
-
-    private func mediaFile(_ key: String) -> String { mediaDirectory + "/" + percentEncodePathSegment(key) }
-
     private func serveMedia(_ req: IncomingRequest, _ res: Responder) {
-        let key = percentDecode(req.path.split(separator: "/").last.map(String.init) ?? "")
-        guard !key.isEmpty else { res.respond(status: 404); return }
-        nextWaiter += 1
-        let token = nextWaiter
-        mediaWaiters[token] = res
-        let path = mediaFile(key)
-        let host = self.host
-        let owner = WeakConnector(self)
-        DispatchQueue.global().async {
-            let bytes = readWholeFile(path)
-            host.post {
-                guard let self = owner.value else { return }
-                if let bytes {
-                    self.mediaWaiters.removeValue(forKey: token)?.respond(status: 200, headers: [("Content-Type", "application/octet-stream")], body: bytes)
-                } else if let url = self.host.kvGetString("media:" + key) {
-                    self.fetchMedia(MediaFetch(key: key, url: url), waiter: token)
-                } else {
-                    self.mediaWaiters.removeValue(forKey: token)?.respond(status: 404, json: ["error": "unknown media"])
-                }
+        mediaStore.serve(req, res) { [weak self] key, waiter in
+            guard let self else { return }
+            if let url = self.host.kvGetString("media:" + key) {
+                self.fetchMedia(MediaFetch(key: key, url: url), waiter: waiter)
+            } else {
+                self.mediaStore.takeWaiter(waiter)?.respond(status: 404, json: ["error": "unknown media"])
             }
         }
     }
@@ -333,7 +242,7 @@ public final class MessagingConnector: Connector {
         if m.url.hasPrefix(graph.baseURL + "/") { headers.append(graph.authorizationHeader) }
         host.request(method: "GET", url: m.url, headers: headers, timeoutMs: UInt32(max(config.requestTimeoutMs, 60_000))) { [weak self] r in
             guard let self else { return }
-            let answer = waiter.flatMap { self.mediaWaiters.removeValue(forKey: $0) }
+            let answer = self.mediaStore.takeWaiter(waiter)
             guard (200..<300).contains(r.status) else {
                 self.host.count("media_failed")
                 self.host.log(.warning, "media download failed", [("key", m.key), ("status", String(r.status)), ("reason", r.error ?? "")])
@@ -348,15 +257,14 @@ public final class MessagingConnector: Connector {
             }
             self.host.count("media_downloaded")
             answer?.respond(status: 200, headers: [("Content-Type", r.header("content-type") ?? "application/octet-stream")], body: r.body)
-            let dir = self.mediaDirectory, path = self.mediaFile(m.key), bytes = r.body
-            DispatchQueue.global().async { writeWholeFile(dir: dir, path: path, bytes: bytes) }
+            self.mediaStore.store(m.key, bytes: r.body)
         }
     }
 
     // MARK: Outbound
 
     public func send(_ message: OutboundMessage) throws {
-        if stopping { host.sendResult(message.id, .retryable(code: "stopping", message: "instance is stopping")); return }
+        if sends.isStopping { host.sendResult(message.id, .retryable(code: "stopping", message: "instance is stopping")); return }
         let to = message.to
         let plan: MessagingPlan
         do { plan = try MessagingOutbound(channel: channel).plan(message.json) } catch let r as MessagingRefusal {
@@ -368,9 +276,7 @@ public final class MessagingConnector: Connector {
             host.sendResult(message.id, .permanent(code: "outside_customer_service_window", message: refusal))
             return
         }
-        let p = PendingSend(message: message, plan: plan, next: progress[message.messageId] ?? 0)
-        pending[message.id] = p
-        schedule(p)
+        sends.submit(message, plan: plan)
     }
 
     /// The 24-hour rule: free-form messages only within 24 hours of the person's last message;
@@ -396,193 +302,46 @@ public final class MessagingConnector: Connector {
         }
     }
 
-    private func schedule(_ p: PendingSend) {
-        let wait = pacer.reserveRecipient(p.message.to)
-        guard wait <= Int64(config.maxPacingDelayMs) else {
-            finish(p, .retryable(code: "paced", message: "too many messages to this recipient", retryAfterMs: UInt32(min(wait, 3_600_000))))
-            return
-        }
-        after(wait, p) { [weak self] p in self?.scheduleSender(p) }
-    }
-
-    private func scheduleSender(_ p: PendingSend) {
-        let wait = pacer.reserveSender()
-        guard wait <= Int64(config.maxPacingDelayMs) else {
-            finish(p, .retryable(code: "paced", message: "the \(channel.rawValue) send rate is exhausted", retryAfterMs: UInt32(min(wait, 3_600_000))))
-            return
-        }
-        after(wait, p) { [weak self] p in self?.call(p) }
-    }
-
-    private func after(_ ms: Int64, _ p: PendingSend, _ body: @escaping (PendingSend) -> Void) {
-        if ms <= 0 { body(p); return }
-        p.timer = host.timer(afterMs: UInt64(ms)) { [weak p] in
-            guard let p else { return }
-            p.timer = 0
-            body(p)
-        }
-    }
-
-    private func call(_ p: PendingSend) {
-        guard pending[p.message.id] === p else { return }
-        if stopping { finish(p, .retryable(code: "stopping", message: "instance is stopping")); return }
-        var body = p.plan.calls[p.next]
-        if let upload = p.plan.uploads[p.next] {
-            guard let id = p.uploaded[p.next] else { startUpload(p, upload); return }
-            if case .object(var o) = body, case .object(var m)? = o["message"], case .object(var a)? = m["attachment"] {
-                a["payload"] = ["attachment_id": .string(id)]
-                m["attachment"] = .object(a)
-                o["message"] = .object(m)
-                body = .object(o)
-            }
-        }
-        p.inFlight = true
-        let startedMs = wallClockMilliseconds()
-        graph.post(config.sendId + "/messages", json: body) { [weak self] result in
-            guard let self else { return }
-            p.inFlight = false
-            switch result {
-            case .success(let doc):
-                if let mid = doc["message_id"]?.stringValue {
-                    p.lastId = mid
-                    // The request's start time is at or before Meta's timestamp for the message, so a watermark covers it.
-                    self.ledger.record(chat: p.message.to, mid: mid, atMs: startedMs)
-                }
-                p.next += 1
-                if p.next < p.plan.calls.count {
-                    self.progress[p.message.messageId] = p.next
-                    if self.stopping { self.finish(p, .retryable(code: "stopping", message: "instance is stopping")) } else { self.schedule(p) }
-                    return
-                }
-                self.progress[p.message.messageId] = nil
-                self.host.count("sent")
-                self.finish(p, .sent(channelMessageId: p.plan.isAction ? nil : p.lastId))
-            case .failure(let f):
-                if f.isThrottling, case .retryable(let after) = f.disposition {
-                    self.host.count("throttled")
-                    self.pacer.pauseSender(forMs: Int64(after))
-                }
-                if !f.isRetryable { self.progress[p.message.messageId] = nil }
-                self.host.count(f.isRetryable ? "send_retryable" : "send_failed")
-                self.finish(p, f.sendOutcome)
-            }
-        }
-    }
-
-    /// Reads a local file off the loop thread and uploads it with the Attachment Upload API
-    /// (`POST /{id}/message_attachments`), then makes the call with the attachment id.
-    private func startUpload(_ p: PendingSend, _ u: AttachmentUpload) {
-        p.inFlight = true
-        let limit = config.mediaMaxBytes
-        let host = self.host
-        let owner = WeakConnector(self)
-        let id = p.message.id
-        DispatchQueue.global().async {
-            let bytes = readWholeFile(u.path)
-            host.post {
-                guard let self = owner.value, let p = self.pending[id] else { return }
-                p.inFlight = false
-                guard let bytes else { self.finish(p, .permanent(code: "media_unavailable", message: "cannot read \(u.path)")); return }
-                guard bytes.count <= limit else {
-                    self.finish(p, .permanent(code: "media_too_large", message: "media is \(bytes.count) bytes, over media_max_bytes (\(limit))"))
-                    return
-                }
-                self.postUpload(p, u, bytes: bytes)
-            }
-        }
-    }
-
-    private func postUpload(_ p: PendingSend, _ u: AttachmentUpload, bytes: [UInt8]) {
-        let boundary = "chorus-\(p.message.id.rawValue)-\(monotonicMilliseconds())"
-        let mime = u.mimeType ?? "application/octet-stream"
-        let name = String((u.fileName ?? u.path.split(separator: "/").last.map(String.init) ?? "upload").unicodeScalars.map {
-            $0 == "\"" || $0 == "\r" || $0 == "\n" ? "_" : Character($0)
-        })
-        let meta = JSONWriter.encodeString(["attachment": ["type": .string(u.type), "payload": ["is_reusable": true]]])
-        var body: [UInt8] = []
-        body += Array("--\(boundary)\r\nContent-Disposition: form-data; name=\"message\"\r\n\r\n\(meta)\r\n".utf8)
-        body += Array("--\(boundary)\r\nContent-Disposition: form-data; name=\"filedata\"; filename=\"\(name)\"\r\nContent-Type: \(mime)\r\n\r\n".utf8)
-        body += bytes
-        body += Array("\r\n--\(boundary)--\r\n".utf8)
-        p.inFlight = true
-        graph.post(config.sendId + "/message_attachments", body: body, contentType: "multipart/form-data; boundary=\(boundary)") { [weak self] result in
-            guard let self else { return }
-            p.inFlight = false
-            switch result {
-            case .success(let doc):
-                guard let id = doc["attachment_id"]?.stringValue else {
-                    self.finish(p, .retryable(code: "bad_response", message: "attachment upload answered without an attachment_id"))
-                    return
-                }
-                self.host.count("media_uploaded")
-                p.uploaded[p.next] = id
-                self.call(p)
-            case .failure(let f):
-                self.finish(p, f.sendOutcome)
-            }
-        }
-    }
-
-    private func finish(_ p: PendingSend, _ outcome: SendOutcome) {
-        guard pending.removeValue(forKey: p.message.id) != nil else { return }
-        if p.timer != 0 { host.cancelTimer(p.timer); p.timer = 0 }
-        host.sendResult(p.message.id, outcome)
-        finishStopIfIdle()
-    }
 }
 
-/// A weak reference handed through another thread and dereferenced only back on the loop thread.
-private final class WeakConnector: @unchecked Sendable {
-    weak var value: MessagingConnector?
-    init(_ value: MessagingConnector) { self.value = value }
+extension MessagingPlan: GraphSendPlan {
+    var reportsMessageId: Bool { !isAction }
 }
 
-// MARK: Files (called off the loop thread)
+/// How Messenger and Instagram sends differ from the other Graph channels (see `GraphSendQueue`).
+struct MessagingSendChannel: GraphSendChannel {
+    typealias Plan = MessagingPlan
+    let channel: MessagingChannel
 
-func readWholeFile(_ path: String) -> [UInt8]? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var out: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = read(fd, &buf, buf.count)
-        if n < 0 { return nil }
-        if n == 0 { break }
-        out.append(contentsOf: buf[0..<n])
+    /// The attachment id goes into `message.attachment.payload`.
+    func body(_ call: JSONValue, uploadedId: String, for upload: AttachmentUpload) -> JSONValue {
+        guard case .object(var o) = call, case .object(var m)? = o["message"], case .object(var a)? = m["attachment"] else { return call }
+        a["payload"] = ["attachment_id": .string(uploadedId)]
+        m["attachment"] = .object(a)
+        o["message"] = .object(m)
+        return .object(o)
     }
-    return out
-}
 
-func writeWholeFile(dir: String, path: String, bytes: [UInt8]) {
-    var partial = ""
-    for comp in dir.split(separator: "/") {
-        partial += "/" + comp
-        mkdir(partial, 0o700)
-    }
-    let tmp = path + ".tmp"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { return }
-    var off = 0
-    while off < bytes.count {
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + off, bytes.count - off) }
-        if n <= 0 { break }
-        off += n
-    }
-    fsync(fd)
-    close(fd)
-    if off == bytes.count { rename(tmp, path) } else { unlink(tmp) }
-}
+    func messageId(in response: JSONValue) -> String? { response["message_id"]?.stringValue }
 
-func percentDecode(_ s: String) -> String {
-    var out = [UInt8]()
-    let b = Array(s.utf8)
-    var i = 0
-    while i < b.count {
-        if b[i] == UInt8(ascii: "%"), i + 2 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 2)], as: UTF8.self), radix: 16) {
-            out.append(v); i += 3; continue
-        }
-        out.append(b[i]); i += 1
+    func source(of upload: AttachmentUpload) -> GraphUploadSource { .file(upload.path) }
+
+    /// The Attachment Upload API (`POST /{id}/message_attachments`): `message`, then `filedata`.
+    func form(for upload: AttachmentUpload, fetchedContentType: String?) -> GraphUploadForm {
+        let meta = JSONWriter.encodeString(["attachment": ["type": .string(upload.type), "payload": ["is_reusable": true]]])
+        return GraphUploadForm(fields: [("message", meta)], fileField: "filedata",
+                               fileName: upload.fileName ?? upload.path.split(separator: "/").last.map(String.init) ?? "upload",
+                               mimeType: upload.mimeType ?? "application/octet-stream")
     }
-    return String(decoding: out, as: UTF8.self)
+
+    func uploadedId(in response: JSONValue) -> String? { response["attachment_id"]?.stringValue }
+
+    var missingUploadIdMessage: String { "attachment upload answered without an attachment_id" }
+
+    /// No per-recipient pair rate on Messenger: every throttle pauses the sender.
+    func isRecipientThrottle(_ failure: GraphFailure) -> Bool { false }
+
+    var recipientPacedMessage: String { "too many messages to this recipient" }
+
+    var senderPacedMessage: String { "the \(channel.rawValue) send rate is exhausted" }
 }

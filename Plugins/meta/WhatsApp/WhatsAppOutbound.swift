@@ -210,7 +210,7 @@ struct WhatsAppOutbound {
         if let id = p["channel_media_id"]?.stringValue {
             m["id"] = .string(id)
         } else if let ref = p["ref"]?.stringValue, !mediaRefPrefix.isEmpty, ref.hasPrefix(mediaRefPrefix), ref.count > mediaRefPrefix.count {
-            m["id"] = .string(percentDecoded(String(ref.dropFirst(mediaRefPrefix.count))))
+            m["id"] = .string(percentDecodePathSegment(String(ref.dropFirst(mediaRefPrefix.count))))
         } else if let ref = p["ref"]?.stringValue, ref.hasPrefix("file://") {
             let path = String(ref.dropFirst("file://".count))
             guard path.hasPrefix("/") else { throw OutboundRefusal("invalid_media_ref", "file refs must be absolute: file:///path") }
@@ -382,19 +382,6 @@ struct WhatsAppOutbound {
         }
         return ["type": "interactive", "interactive": ["type": "cta_url", "body": ["text": .string(text)],
                                                        "action": ["name": "cta_url", "parameters": ["display_text": "Pay now", "url": .string(link)]]]]
-    }
-
-    func percentDecoded(_ s: String) -> String {
-        var out = [UInt8]()
-        let b = Array(s.utf8)
-        var i = 0
-        while i < b.count {
-            if b[i] == UInt8(ascii: "%"), i + 2 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 2)], as: UTF8.self), radix: 16) {
-                out.append(v); i += 3; continue
-            }
-            out.append(b[i]); i += 1
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 
     func pow10(_ n: Int) -> Int64 { var v: Int64 = 1; for _ in 0..<n { v *= 10 }; return v }
