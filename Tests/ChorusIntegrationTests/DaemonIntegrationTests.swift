@@ -17,16 +17,7 @@ final class DaemonIntegrationTests: XCTestCase {
     }
 
     func assertSchemaValid(_ events: [JSONValue], file: StaticString = #filePath, line: UInt = #line) {
-        let root = TestPaths.repoRoot()
-        let schema = root + "/schema/chorus-event-v1.schema.json"
-        guard FileManager.default.fileExists(atPath: schema) else { return XCTFail("missing \(schema)", file: file, line: line) }
-        let path = TestPaths.temporaryDirectory("chorus-events") + "/events.ndjson"
-        let text = events.map { JSONWriter.encodeString($0) }.joined(separator: "\n") + "\n"
-        try? text.write(toFile: path, atomically: true, encoding: .utf8)
-        guard let (status, out, err) = try? TestProcess.run("/usr/bin/env", ["python3", root + "/tools/validate_events.py", schema, path]) else {
-            return XCTFail("could not run the schema validator", file: file, line: line)
-        }
-        XCTAssertEqual(status, 0, "events do not match the JSON Schema:\n\(out)\n\(err)", file: file, line: line)
+        if let problems = SchemaCheck.problems(events) { XCTFail(problems, file: file, line: line) }
     }
 
     func connect(_ d: TestDaemon) throws -> ChorusConnection {

@@ -7,8 +7,10 @@ import XCTest
 
 /// The fake Graph API (Tests/Fakes/fake_graph/fake_graph.py) as a subprocess.
 final class FakeGraph {
-    let process = Process()
-    let port: Int
+    /// The fake's process (Tests/Fakes), started by ChorusTestKit.
+    let server: FakeServerProcess
+    var port: Int { server.port }
+    var process: Process { server.process }
     let token: String
     let phoneNumberId: String
     var baseURL: String { "http://127.0.0.1:\(port)" }
@@ -16,35 +18,14 @@ final class FakeGraph {
     init(token: String = "EAAG-test-token", phoneNumberId: String = MetaFixtures.phoneNumberId) throws {
         self.token = token
         self.phoneNumberId = phoneNumberId
-        let script = TestPaths.repoRoot() + "/Tests/Fakes/fake_graph/fake_graph.py"
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, "--token", token, "--phone-number-id", phoneNumberId, "--version", "v21.0"]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // The first line is "PORT <n>".
-        var line = Data()
-        let handle = out.fileHandleForReading
-        while !line.contains(0x0A) {
-            let chunk = handle.availableData
-            if chunk.isEmpty { throw TestKitError("fake_graph.py exited before printing its port") }
-            line.append(chunk)
-        }
-        let text = String(decoding: line, as: UTF8.self)
-        guard let p = text.split(separator: "\n").first.flatMap({ Int($0.split(separator: " ").last ?? "") }) else {
-            throw TestKitError("fake_graph.py printed \(text)")
-        }
-        port = p
+        server = try FakeServerProcess(script: "Tests/Fakes/fake_graph/fake_graph.py",
+                                         arguments: ["--token", token, "--phone-number-id", phoneNumberId, "--version", "v21.0"], showErrors: false)
     }
 
     deinit { stop() }
 
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        server.stop()
     }
 
     func admin(_ path: String, _ body: JSONValue = [:]) throws -> HTTPTestResponse {
@@ -180,30 +161,12 @@ final class WhatsAppDaemon {
 
     /// Reads `n` events (any type).
     func events(_ n: Int, timeoutMs: Int = 10_000) throws -> [JSONValue] {
-        var out: [JSONValue] = []
-        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
-        while out.count < n {
-            let left = Int(deadline.timeIntervalSinceNow * 1000)
-            if left <= 0 { throw TestKitError("timed out with \(out.count)/\(n) events: \(out.map { JSONWriter.encodeString($0) })") }
-            if case .event(_, _, let ev) = try connection.nextMessage(timeoutMilliseconds: left) {
-                out.append(ev)
-                received.append(ev)
-            }
-        }
-        return out
+        try EventWait.events(connection, count: n, timeoutMs: timeoutMs) { received.append($0) }
     }
 
     /// Reads events until one matches, returning it.
     func event(where match: (JSONValue) -> Bool, timeoutMs: Int = 10_000) throws -> JSONValue {
-        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
-        while true {
-            let left = Int(deadline.timeIntervalSinceNow * 1000)
-            if left <= 0 { throw TestKitError("no matching event in time") }
-            if case .event(_, _, let ev) = try connection.nextMessage(timeoutMilliseconds: left) {
-                received.append(ev)
-                if match(ev) { return ev }
-            }
-        }
+        try EventWait.event(connection, timeoutMs: timeoutMs, seen: { received.append($0) }, where: match)
     }
 
     /// Whether any event arrives within `ms`.
@@ -232,13 +195,6 @@ final class WhatsAppDaemon {
     /// Checks every event received against the JSON Schema of stored events.
     func assertSchemaValid(file: StaticString = #filePath, line: UInt = #line) {
         guard !received.isEmpty else { return }
-        let root = TestPaths.repoRoot()
-        let path = TestPaths.temporaryDirectory("wa-events") + "/events.ndjson"
-        try? (received.map { JSONWriter.encodeString($0) }.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-        guard let (status, out, err) = try? TestProcess.run("/usr/bin/env", ["python3", root + "/tools/validate_events.py",
-                                                                            root + "/schema/chorus-event-v1.schema.json", path]) else {
-            return XCTFail("could not run the schema validator", file: file, line: line)
-        }
-        XCTAssertEqual(status, 0, "events do not match the JSON Schema:\n\(out)\n\(err)", file: file, line: line)
+        if let problems = SchemaCheck.problems(received) { XCTFail(problems, file: file, line: line) }
     }
 }

@@ -14,41 +14,22 @@ final class FakeTwilio {
     static let accountSid = "AC5ef8732a3c49700934481addd5ce1659"
     static let authToken = "d84a2c2e6f0b4b7c9a1e3f5d7b9c1e3f"
 
-    let process: Process
-    let port: Int
+    /// The fake's process (Tests/Fakes), started by ChorusTestKit.
+    let server: FakeServerProcess
+    var port: Int { server.port }
+    var process: Process { server.process }
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
     init() throws {
         try SMSTestSupport.ensureTwilioLibrary()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", TestPaths.repoRoot() + "/Tests/Fakes/fake_twilio/fake_twilio.py",
-                       "--account-sid", FakeTwilio.accountSid, "--auth-token", FakeTwilio.authToken]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.standardError
-        try p.run()
-        process = p
-        var line = [UInt8]()
-        let fh = out.fileHandleForReading
-        while true {
-            let b = fh.readData(ofLength: 1)
-            if b.isEmpty { throw TestKitError("fake_twilio.py exited before printing its port") }
-            if b[0] == 10 { break }
-            line.append(b[0])
-        }
-        let text = String(decoding: line, as: UTF8.self)
-        guard text.hasPrefix("PORT "), let port = Int(text.dropFirst(5)) else { throw TestKitError("fake_twilio.py printed \(text)") }
-        self.port = port
+        server = try FakeServerProcess(script: "Tests/Fakes/fake_twilio/fake_twilio.py",
+                                         arguments: ["--account-sid", FakeTwilio.accountSid, "--auth-token", FakeTwilio.authToken])
     }
 
     deinit { stop() }
 
     func stop() {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            process.waitUntilExit()
-        }
+        server.stop()
     }
 
     @discardableResult
@@ -223,15 +204,7 @@ class SMSTestCase: XCTestCase {
     // MARK: Consumer side
 
     func assertSchemaValid(_ events: [JSONValue], file: StaticString = #filePath, line: UInt = #line) {
-        let root = TestPaths.repoRoot()
-        let schema = root + "/schema/chorus-event-v1.schema.json"
-        let path = TestPaths.temporaryDirectory("sms-events") + "/events.ndjson"
-        let text = events.map { JSONWriter.encodeString($0) }.joined(separator: "\n") + "\n"
-        try? text.write(toFile: path, atomically: true, encoding: .utf8)
-        guard let (status, out, err) = try? TestProcess.run("/usr/bin/env", ["python3", root + "/tools/validate_events.py", schema, path]) else {
-            return XCTFail("could not run the schema validator", file: file, line: line)
-        }
-        XCTAssertEqual(status, 0, "events do not match the JSON Schema:\n\(out)\n\(err)", file: file, line: line)
+        if let problems = SchemaCheck.problems(events) { XCTFail(problems, file: file, line: line) }
     }
 
     func subscribe(_ d: TestDaemon) throws -> ChorusConnection {
@@ -243,32 +216,14 @@ class SMSTestCase: XCTestCase {
 
     /// Reads events until one matches.
     func event(timeoutMs: Int = 15_000, where match: (JSONValue) -> Bool) throws -> JSONValue {
-        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
-        while true {
-            let left = Int(deadline.timeIntervalSinceNow * 1000)
-            if left <= 0 { throw TestKitError("timed out waiting for an event; seen: \(received.map { JSONWriter.encodeString($0) })") }
-            let next: ServerMessage
-            do { next = try connection.nextMessage(timeoutMilliseconds: left) } catch {
-                throw TestKitError("no matching event (\(error)); seen: \(received.map { JSONWriter.encodeString($0) })")
-            }
-            if case .event(let sub, _, let event) = next, !sub.hasPrefix("replay-") {
-                received.append(event)
-                if match(event) { return event }
-            }
-        }
+        try EventWait.event(connection, timeoutMs: timeoutMs, seen: { received.append($0) }, where: match)
     }
 
     /// Every stored event (optionally of some types), by replay on a second connection.
     func storedEvents(types: Set<String>? = nil) throws -> [JSONValue] {
         let c = try ChorusConnection(path: daemon.socketPath, timeoutMilliseconds: 10_000)
-        let r = try c.request(.replay(filter: SubscriptionFilter(types: types), fromCursor: 0, toCursor: nil, fromTimeMs: nil, toTimeMs: nil, limit: nil))
-        guard case .reply("replay_done", _, let done) = r else { throw TestKitError("no replay_done: \(r)") }
-        let n = Int(done["count"]?.intValue ?? 0)
-        var out: [JSONValue] = []
-        while out.count < n, let m = try? c.nextMessage(timeoutMilliseconds: 2000) {
-            if case .event(let sub, _, let ev) = m, sub.hasPrefix("replay-") { out.append(ev) }
-        }
-        return out
+        defer { c.close() }
+        return try EventWait.replayAll(c, types: types)
     }
 
     /// Sends a message and waits for its final send status (`sent` or `failed`).
@@ -289,12 +244,7 @@ class SMSTestCase: XCTestCase {
     }
 
     func waitFor(timeout: TimeInterval = 10, _ what: String = "condition", _ condition: () throws -> Bool) throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if (try? condition()) == true { return }
-            usleep(50_000)
-        }
-        throw TestKitError("timed out waiting for \(what)")
+        try waitUntil(timeout: timeout, what) { (try? condition()) == true }
     }
 }
 

@@ -12,32 +12,15 @@ import Glibc
 /// The fake Bot API (`Tests/Fakes/fake_telegram/fake_telegram.py`) as a subprocess, and its admin API.
 final class FakeTelegram {
     let token: String
-    let process: Process
-    let port: Int
+    /// The fake's process (Tests/Fakes), started by ChorusTestKit.
+    let server: FakeServerProcess
+    var port: Int { server.port }
+    var process: Process { server.process }
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
     init(token: String = FakeTelegram.defaultToken) throws {
         self.token = token
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", TestPaths.repoRoot() + "/Tests/Fakes/fake_telegram/fake_telegram.py", "--token", token]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.standardError
-        try p.run()
-        process = p
-        // The first line is "PORT <n>".
-        var line = [UInt8]()
-        let fh = out.fileHandleForReading
-        while true {
-            let b = fh.readData(ofLength: 1)
-            if b.isEmpty { throw TestKitError("fake_telegram.py exited before printing its port") }
-            if b[0] == 10 { break }
-            line.append(b[0])
-        }
-        let text = String(decoding: line, as: UTF8.self)
-        guard text.hasPrefix("PORT "), let port = Int(text.dropFirst(5)) else { throw TestKitError("fake_telegram.py printed \(text)") }
-        self.port = port
+        server = try FakeServerProcess(script: "Tests/Fakes/fake_telegram/fake_telegram.py", arguments: ["--token", token])
     }
 
     static let defaultToken = "123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -45,10 +28,7 @@ final class FakeTelegram {
     deinit { stop() }
 
     func stop() {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            process.waitUntilExit()
-        }
+        server.stop()
     }
 
     @discardableResult
@@ -142,15 +122,7 @@ class TelegramTestCase: XCTestCase {
     }
 
     func assertSchemaValid(_ events: [JSONValue], file: StaticString = #filePath, line: UInt = #line) {
-        let root = TestPaths.repoRoot()
-        let schema = root + "/schema/chorus-event-v1.schema.json"
-        let path = TestPaths.temporaryDirectory("tg-events") + "/events.ndjson"
-        let text = events.map { JSONWriter.encodeString($0) }.joined(separator: "\n") + "\n"
-        try? text.write(toFile: path, atomically: true, encoding: .utf8)
-        guard let (status, out, err) = try? TestProcess.run("/usr/bin/env", ["python3", root + "/tools/validate_events.py", schema, path]) else {
-            return XCTFail("could not run the schema validator", file: file, line: line)
-        }
-        XCTAssertEqual(status, 0, "events do not match the JSON Schema:\n\(out)\n\(err)", file: file, line: line)
+        if let problems = SchemaCheck.problems(events) { XCTFail(problems, file: file, line: line) }
     }
 
     func connect(_ d: TestDaemon) throws -> ChorusConnection {
@@ -167,42 +139,17 @@ class TelegramTestCase: XCTestCase {
 
     /// Reads events until `n` arrived.
     func events(_ c: ChorusConnection, count n: Int, timeoutMs: Int = 15_000) throws -> [JSONValue] {
-        var out: [JSONValue] = []
-        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
-        while out.count < n {
-            let left = Int(deadline.timeIntervalSinceNow * 1000)
-            if left <= 0 { throw TestKitError("timed out with \(out.count)/\(n) events: \(out.map { JSONWriter.encodeString($0) })") }
-            if case .event(let sub, _, let event) = try c.nextMessage(timeoutMilliseconds: left), !sub.hasPrefix("replay-") {
-                out.append(event)
-                received.append(event)
-            }
-        }
-        return out
+        try EventWait.events(c, count: n, timeoutMs: timeoutMs) { received.append($0) }
     }
 
     /// Reads events until one matches.
     func event(_ c: ChorusConnection, timeoutMs: Int = 15_000, where match: (JSONValue) -> Bool) throws -> JSONValue {
-        let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
-        while true {
-            let left = Int(deadline.timeIntervalSinceNow * 1000)
-            if left <= 0 { throw TestKitError("timed out waiting for an event") }
-            if case .event(let sub, _, let event) = try c.nextMessage(timeoutMilliseconds: left), !sub.hasPrefix("replay-") {
-                received.append(event)
-                if match(event) { return event }
-            }
-        }
+        try EventWait.event(c, timeoutMs: timeoutMs, seen: { received.append($0) }, where: match)
     }
 
     /// Every stored event matching `filter`, by replay.
     func replayAll(_ c: ChorusConnection, types: Set<String>? = nil) throws -> [JSONValue] {
-        let r = try c.request(.replay(filter: SubscriptionFilter(types: types), fromCursor: 0, toCursor: nil, fromTimeMs: nil, toTimeMs: nil, limit: nil))
-        guard case .reply("replay_done", _, let done) = r else { throw TestKitError("no replay_done: \(r)") }
-        let n = Int(done["count"]?.intValue ?? 0)
-        var out: [JSONValue] = []
-        while out.count < n, let m = try? c.nextMessage(timeoutMilliseconds: 2000) {
-            if case .event(let sub, _, let ev) = m, sub.hasPrefix("replay-") { out.append(ev) }
-        }
-        return out
+        try EventWait.replayAll(c, types: types)
     }
 
     /// Sends and waits for the send's final status (`sent` or `failed`).
@@ -220,11 +167,6 @@ class TelegramTestCase: XCTestCase {
     }
 
     func waitFor(timeout: TimeInterval = 10, _ what: String = "condition", _ condition: () throws -> Bool) throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if (try? condition()) == true { return }
-            usleep(50_000)
-        }
-        throw TestKitError("timed out waiting for \(what)")
+        try waitUntil(timeout: timeout, what) { (try? condition()) == true }
     }
 }
