@@ -94,13 +94,13 @@ let package = Package(
         // MARK: Connector plugins
         .target(name: "SandboxConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON"], path: "Plugins/sandbox"),
         // Meta (WhatsApp Cloud API, Messenger, Instagram): shared Graph webhook, signature and API client code.
-        .target(name: "MetaGraph", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/meta/Common"),
+        .target(name: "MetaGraph", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "ChorusModel", "COpenSSL"], path: "Plugins/meta/Common"),
         .target(name: "WhatsAppConnector", dependencies: ["MetaGraph", "ChorusConnectorSDK", "ChorusJSON"], path: "Plugins/meta/WhatsApp"),
         // Messenger and Instagram share one messaging connector (same webhook shape and Send API); each plugin is its entry point.
         .target(name: "MetaMessaging", dependencies: ["MetaGraph", "ChorusConnectorSDK", "ChorusJSON"], path: "Plugins/meta/Messaging"),
         .target(name: "MessengerConnector", dependencies: ["MetaMessaging", "ChorusConnectorSDK", "CChorusPlugin"], path: "Plugins/meta/Messenger"),
         .target(name: "InstagramConnector", dependencies: ["MetaMessaging", "ChorusConnectorSDK", "CChorusPlugin"], path: "Plugins/meta/Instagram"),
-        .target(name: "TelegramConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/telegram"),
+        .target(name: "TelegramConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "ChorusModel", "COpenSSL"], path: "Plugins/telegram"),
         .target(name: "SlackConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/slack"),
         .target(name: "SMSConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/sms"),
 

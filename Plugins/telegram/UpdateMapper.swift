@@ -1,4 +1,5 @@
 import ChorusJSON
+import ChorusModel
 
 /// Turns Telegram Bot API `Update` objects into Chorus normalized events (docs/schema.md).
 ///
@@ -483,21 +484,5 @@ struct UpdateMapper {
 
 /// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
 func rfc3339(epochSeconds t: Int64) -> String {
-    let days = t >= 0 ? t / 86_400 : (t - 86_399) / 86_400
-    let secs = t - days * 86_400
-    // Civil-from-days (H. Hinnant).
-    let z = days + 719_468
-    let era = (z >= 0 ? z : z - 146_096) / 146_097
-    let doe = z - era * 146_097
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-    var y = yoe + era * 400
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-    let mp = (5 * doy + 2) / 153
-    let d = doy - (153 * mp + 2) / 5 + 1
-    let m = mp < 10 ? mp + 3 : mp - 9
-    if m <= 2 { y += 1 }
-    func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
-    var year = String(y)
-    while year.count < 4 { year = "0" + year }
-    return "\(year)-\(two(m))-\(two(d))T\(two(secs / 3600)):\(two(secs % 3600 / 60)):\(two(secs % 60))Z"
+    Timestamp.format(epochSeconds: t)
 }

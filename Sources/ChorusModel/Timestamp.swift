@@ -1,6 +1,14 @@
 /// RFC 3339 timestamps, as used in the normalized schema ("2026-11-23T10:00:00.123Z").
 /// Hand-written (no Foundation formatter) because every event carries two of them.
 public enum Timestamp {
+    /// Formats whole seconds since the Unix epoch as UTC without a fraction ("2026-11-23T10:00:00Z"),
+    /// the form channel APIs use for their own timestamps.
+    public static func format(epochSeconds: Int64) -> String {
+        var s = format(ms: epochSeconds * 1000)
+        s.removeSubrange(s.index(s.endIndex, offsetBy: -5)..<s.index(before: s.endIndex))   // drop ".000"
+        return s
+    }
+
     /// Formats milliseconds since the Unix epoch as UTC with millisecond precision.
     public static func format(ms: Int64) -> String {
         let secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000

@@ -1,4 +1,5 @@
 import ChorusJSON
+import ChorusModel
 
 /// Conversions between Meta's wire formats and the normalized schema.
 public enum MetaConvert {
@@ -25,23 +26,7 @@ public enum MetaConvert {
 
     /// `YYYY-MM-DDTHH:MM:SSZ` for epoch seconds.
     public static func rfc3339(epochSeconds t: Int64) -> String {
-        let days = t >= 0 ? t / 86_400 : (t - 86_399) / 86_400
-        let rem = t - days * 86_400
-        // Civil from days (H. Hinnant).
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        var y = yoe + era * 400
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        if m <= 2 { y += 1 }
-        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        var ys = String(y)
-        while ys.count < 4 { ys = "0" + ys }
-        return "\(ys)-\(two(m))-\(two(d))T\(two(rem / 3600)):\(two(rem % 3600 / 60)):\(two(rem % 60))Z"
+        Timestamp.format(epochSeconds: t)
     }
 
     /// Digits after the decimal point of a currency (ISO 4217 minor units).
