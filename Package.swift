@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "chorus-telegram", type: .dynamic, targets: ["TelegramConnector"]),
         .library(name: "chorus-slack", type: .dynamic, targets: ["SlackConnector"]),
         .library(name: "chorus-sms", type: .dynamic, targets: ["SMSConnector"]),
+        .library(name: "chorus-teams", type: .dynamic, targets: ["TeamsConnector"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -103,6 +104,7 @@ let package = Package(
         .target(name: "TelegramConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "ChorusModel", "COpenSSL"], path: "Plugins/telegram"),
         .target(name: "SlackConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/slack"),
         .target(name: "SMSConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/sms"),
+        .target(name: "TeamsConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/teams"),
 
         // MARK: Tests
         .target(name: "ChorusTestKit", dependencies: ["ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Sources/ChorusTestKit"),
@@ -117,6 +119,7 @@ let package = Package(
         .testTarget(name: "TelegramConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/TelegramConnectorTests"),
         .testTarget(name: "SlackConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SlackConnectorTests"),
         .testTarget(name: "SMSConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SMSConnectorTests"),
+        .testTarget(name: "TeamsConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/TeamsConnectorTests"),
         .testTarget(name: "ChorusIntegrationTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Tests/ChorusIntegrationTests"),
     ],
     swiftLanguageModes: [.v6]
