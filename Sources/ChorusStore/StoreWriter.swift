@@ -388,17 +388,13 @@ public final class StoreWriter: @unchecked Sendable {
         }
         var deleted = 0
         if let cutoff = olderThanMs {
-            while true {
-                let n: Int = try transaction {
-                    let s = try connection.statement(SQL.pruneByAge)
-                    defer { s.reset() }
-                    s.bind(1, cutoff)
-                    s.bind(2, bound)
-                    s.bind(3, Int64(Self.pruneChunkRows))
-                    return try deleteCounting(s)
-                }
-                deleted += n
-                if n < Self.pruneChunkRows { break }
+            deleted += try inChunks {
+                let s = try connection.statement(SQL.pruneByAge)
+                defer { s.reset() }
+                s.bind(1, cutoff)
+                s.bind(2, bound)
+                s.bind(3, Int64(Self.pruneChunkRows))
+                return try deleteCounting(s)
             }
         }
         if let maxBytes {
@@ -460,20 +456,30 @@ public final class StoreWriter: @unchecked Sendable {
     }
 
     private func pruneDedupLocked(olderThanMs: Int64) throws -> Int {
+        try deleteInChunks(SQL.pruneDedup, before: olderThanMs)
+    }
+
+    /// Runs `delete` (one chunk of at most ``pruneChunkRows`` rows, returning how many it removed)
+    /// in its own transaction until a chunk comes back short, so no prune holds the writer for long.
+    private func inChunks(_ delete: () throws -> Int) throws -> Int {
         var deleted = 0
         while true {
-            let n: Int = try transaction {
-                let s = try connection.statement(SQL.pruneDedup)
-                defer { s.reset() }
-                s.bind(1, olderThanMs)
-                s.bind(2, Int64(Self.pruneChunkRows))
-                try s.run()
-                return connection.changes
-            }
+            let n: Int = try transaction { try delete() }
             deleted += n
-            if n < Self.pruneChunkRows { break }
+            if n < Self.pruneChunkRows { return deleted }
         }
-        return deleted
+    }
+
+    /// Chunked `DELETE` whose statement binds a cutoff (?1) and the chunk size (?2).
+    private func deleteInChunks(_ sql: String, before cutoff: Int64) throws -> Int {
+        try inChunks {
+            let s = try connection.statement(sql)
+            defer { s.reset() }
+            s.bind(1, cutoff)
+            s.bind(2, Int64(Self.pruneChunkRows))
+            try s.run()
+            return connection.changes
+        }
     }
 
     /// Deletes finished sends (`sent`, `failed`) last updated before `updatedBeforeMs` (ms since epoch).
@@ -484,20 +490,7 @@ public final class StoreWriter: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         _ = try connection.db()
-        var deleted = 0
-        while true {
-            let n: Int = try transaction {
-                let s = try connection.statement(SQL.pruneSends)
-                defer { s.reset() }
-                s.bind(1, updatedBeforeMs)
-                s.bind(2, Int64(Self.pruneChunkRows))
-                try s.run()
-                return connection.changes
-            }
-            deleted += n
-            if n < Self.pruneChunkRows { break }
-        }
-        return deleted
+        return try deleteInChunks(SQL.pruneSends, before: updatedBeforeMs)
     }
 
     // MARK: Maintenance
