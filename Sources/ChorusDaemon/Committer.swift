@@ -2,25 +2,11 @@ import ChorusLoop
 import ChorusStore
 import Dispatch
 
-/// An event that has been durably committed, as kept in memory for fan-out.
-struct CommittedEvent {
-    let seq: Int64
-    let instance: String
-    let channel: String
-    let type: String
-    let direction: String
-    let conversationId: String
-    let receivedAtMs: Int64
-    let json: [UInt8]
-
-    init(seq: Int64, event e: NewEvent) {
-        self.seq = seq; instance = e.instance; channel = e.channelKind; type = e.type
-        direction = e.direction; conversationId = e.conversationId; receivedAtMs = e.receivedAtMs; json = e.json
-    }
-
-    init(_ s: StoredEvent) {
-        seq = s.seq; instance = s.instance; channel = s.channelKind; type = s.type
-        direction = s.direction; conversationId = s.conversationId; receivedAtMs = s.receivedAtMs; json = s.json
+extension StoredEvent {
+    /// The committed form of an appended event, as kept in memory for fan-out.
+    init(seq: Int64, appended e: NewEvent) {
+        self.init(seq: seq, id: e.id, instance: e.instance, channelKind: e.channelKind, type: e.type,
+                  direction: e.direction, conversationId: e.conversationId, receivedAtMs: e.receivedAtMs, json: e.json)
     }
 }
 
@@ -41,7 +27,7 @@ final class Committer {
     private var pendingCompletions: [(range: Range<Int>, done: Completion)] = []
     private var inFlight = false
     /// Called on the loop after each successful commit with the appended events, in seq order.
-    var onCommitted: (([CommittedEvent]) -> Void)?
+    var onCommitted: (([StoredEvent]) -> Void)?
     /// Called when a commit failed (e.g. disk full) and when commits succeed again.
     var onHealthChange: ((StoreError?) -> Void)?
     private(set) var lastError: StoreError?
@@ -119,10 +105,10 @@ final class Committer {
             commits += 1
             opsCommitted += Int64(ops.count)
             if lastError != nil { lastError = nil; onHealthChange?(nil) }
-            var events: [CommittedEvent] = []
+            var events: [StoredEvent] = []
             for (i, op) in ops.enumerated() {
                 if case .appendEvent(let e) = op, case .appended(let seq) = results[i] {
-                    events.append(CommittedEvent(seq: seq, event: e))
+                    events.append(StoredEvent(seq: seq, appended: e))
                 }
             }
             for c in completions { c.done(.success(results[c.range])) }

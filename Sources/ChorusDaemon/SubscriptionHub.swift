@@ -7,7 +7,7 @@ import Logging
 /// The most recent committed events, kept in memory so live subscribers and
 /// slightly lagging ones never touch the disk. Bounded by bytes.
 final class EventRing {
-    private var events: [CommittedEvent] = []
+    private var events: [StoredEvent] = []
     private var head = 0
     private(set) var bytes = 0
     let capacityBytes: Int
@@ -18,7 +18,7 @@ final class EventRing {
     var firstSeq: Int64? { head < events.count ? events[head].seq : nil }
     var lastSeq: Int64? { events.last.map { $0.seq } }
 
-    func append(_ batch: [CommittedEvent]) {
+    func append(_ batch: [StoredEvent]) {
         for e in batch { events.append(e); bytes += e.json.count + 96 }
         while bytes > capacityBytes && head < events.count {
             bytes -= events[head].json.count + 96
@@ -31,7 +31,7 @@ final class EventRing {
     }
 
     /// Events with seq > `after`, at most `limit`, if the ring still holds the one right after `after`.
-    func events(after: Int64, limit: Int) -> ArraySlice<CommittedEvent>? {
+    func events(after: Int64, limit: Int) -> ArraySlice<StoredEvent>? {
         guard let first = firstSeq else { return nil }
         if first > after + 1 {
             // The ring may start later only because seqs have gaps (pruned or duplicate): fine if nothing older exists.
@@ -90,8 +90,8 @@ final class Subscriber {
         self.position = position; self.acked = acked
     }
 
-    func matches(_ e: CommittedEvent) -> Bool {
-        filter.matches(channel: e.channel, instance: e.instance, conversationId: e.conversationId, type: e.type, direction: e.direction)
+    func matches(_ e: StoredEvent) -> Bool {
+        filter.matches(channel: e.channelKind, instance: e.instance, conversationId: e.conversationId, type: e.type, direction: e.direction)
     }
 }
 
@@ -135,7 +135,7 @@ final class SubscriptionHub {
     func remove(_ name: String) { subscribers.removeValue(forKey: name) }
 
     /// Newly committed events (ascending seq).
-    func publish(_ events: [CommittedEvent]) {
+    func publish(_ events: [StoredEvent]) {
         guard let last = events.last else { return }
         ring.append(events)
         lastSeq = max(lastSeq, last.seq)
@@ -179,7 +179,7 @@ final class SubscriptionHub {
                         // Nothing on disk after this position (pruned or not yet visible): jump to the ring.
                         s.position = max(s.position, (self.ring.firstSeq ?? (self.lastSeq + 1)) - 1)
                     } else {
-                        self.deliver(stored.map(CommittedEvent.init)[...], to: s, session: session)
+                        self.deliver(stored[...], to: s, session: session)
                     }
                     self.pump(s)
                 case .failure(let error):
@@ -192,7 +192,7 @@ final class SubscriptionHub {
     }
 
     /// Writes the events after the subscriber's position that match its filter, as one write.
-    private func deliver(_ events: ArraySlice<CommittedEvent>, to s: Subscriber, session: ConsumerSession) {
+    private func deliver(_ events: ArraySlice<StoredEvent>, to s: Subscriber, session: ConsumerSession) {
         var out: [UInt8] = []
         out.reserveCapacity(events.count * 640)
         for e in events where e.seq > s.position {
