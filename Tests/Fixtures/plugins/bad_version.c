@@ -7,25 +7,9 @@
 
 #define FIXTURE_BAD_VERSION 99u
 
-static const chorus_plugin_vtable vtable = {
-    .struct_size = sizeof(chorus_plugin_vtable),
-    .create = fixture_create,
-    .start = fixture_start,
-    .send = fixture_send,
-    .stop = fixture_stop,
-    .destroy = fixture_destroy,
-};
+FIXTURE_VTABLE(fixture_create, fixture_send, fixture_stop);
 
-static const chorus_plugin_descriptor descriptor = {
-    .struct_size = sizeof(chorus_plugin_descriptor),
-    .abi_version = FIXTURE_BAD_VERSION,
-    .name = "bad-version",
-    .version = "0.0.1",
-    .channel_kind = "fixture",
-    .description = "picks an ABI version the host did not offer",
-    .capabilities = &fixture_capabilities,
-    .vtable = &vtable,
-};
+FIXTURE_DESCRIPTOR(sizeof(chorus_plugin_descriptor), FIXTURE_BAD_VERSION, "bad-version", "picks an ABI version the host did not offer", NULL);
 
 CHORUS_EXPORT chorus_status chorus_plugin_entry(const chorus_host_offer *offer, const chorus_plugin_descriptor **out) {
     (void)offer; /* the defect: the offer is not consulted */

@@ -17,28 +17,8 @@ static chorus_status failing_create(const chorus_host_api *host, chorus_host_ins
     return CHORUS_ERR_INVALID;
 }
 
-static const chorus_plugin_vtable vtable = {
-    .struct_size = sizeof(chorus_plugin_vtable),
-    .create = failing_create,
-    .start = fixture_start,
-    .send = fixture_send,
-    .stop = fixture_stop,
-    .destroy = fixture_destroy,
-};
+FIXTURE_VTABLE(failing_create, fixture_send, fixture_stop);
 
-static const chorus_plugin_descriptor descriptor = {
-    .struct_size = sizeof(chorus_plugin_descriptor),
-    .abi_version = CHORUS_PLUGIN_ABI_V1,
-    .name = "failing-init",
-    .version = "0.0.1",
-    .channel_kind = "fixture",
-    .description = "refuses to create an instance",
-    .capabilities = &fixture_capabilities,
-    .vtable = &vtable,
-};
+FIXTURE_DESCRIPTOR(sizeof(chorus_plugin_descriptor), CHORUS_PLUGIN_ABI_V1, "failing-init", "refuses to create an instance", NULL);
 
-CHORUS_EXPORT chorus_status chorus_plugin_entry(const chorus_host_offer *offer, const chorus_plugin_descriptor **out) {
-    if (!fixture_offers_v1(offer)) return CHORUS_ERR_VERSION;
-    *out = &descriptor;
-    return CHORUS_OK;
-}
+FIXTURE_ENTRY_V1()

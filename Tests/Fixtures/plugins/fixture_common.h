@@ -77,4 +77,39 @@ FIXTURE_HELPER int fixture_offers_v1(const chorus_host_offer *offer) {
     return 0;
 }
 
+/* The vtable of the minimal plugin, with the given create/send/stop (the
+ * fixture_* helpers unless a fixture breaks one of them). */
+#define FIXTURE_VTABLE(create_fn, send_fn, stop_fn)                    \
+    static const chorus_plugin_vtable vtable = {                       \
+        .struct_size = sizeof(chorus_plugin_vtable),                   \
+        .create = create_fn,                                           \
+        .start = fixture_start,                                        \
+        .send = send_fn,                                               \
+        .stop = stop_fn,                                               \
+        .destroy = fixture_destroy,                                    \
+    }
+
+/* The descriptor: everything but its size, ABI version, name, description and
+ * Swift toolchain (NULL for C) is that of the minimal plugin. */
+#define FIXTURE_DESCRIPTOR(size, abi, plugin_name, summary, toolchain) \
+    static const chorus_plugin_descriptor descriptor = {               \
+        .struct_size = (size),                                         \
+        .abi_version = (abi),                                          \
+        .name = (plugin_name),                                         \
+        .version = "0.0.1",                                            \
+        .channel_kind = "fixture",                                     \
+        .description = (summary),                                      \
+        .swift_toolchain = (toolchain),                                \
+        .capabilities = &fixture_capabilities,                         \
+        .vtable = &vtable,                                             \
+    }
+
+/* The well-behaved entry point: picks ABI v1 when offered. */
+#define FIXTURE_ENTRY_V1()                                                                                       \
+    CHORUS_EXPORT chorus_status chorus_plugin_entry(const chorus_host_offer *offer, const chorus_plugin_descriptor **out) { \
+        if (!fixture_offers_v1(offer)) return CHORUS_ERR_VERSION;                                                \
+        *out = &descriptor;                                                                                      \
+        return CHORUS_OK;                                                                                        \
+    }
+
 #endif /* CHORUS_FIXTURE_COMMON_H */

@@ -31,28 +31,8 @@ static void misbehaving_stop(void *instance) {
     (void)instance; /* the defect: host->stopped is never called */
 }
 
-static const chorus_plugin_vtable vtable = {
-    .struct_size = sizeof(chorus_plugin_vtable),
-    .create = fixture_create,
-    .start = fixture_start,
-    .send = misbehaving_send,
-    .stop = misbehaving_stop,
-    .destroy = fixture_destroy,
-};
+FIXTURE_VTABLE(fixture_create, misbehaving_send, misbehaving_stop);
 
-static const chorus_plugin_descriptor descriptor = {
-    .struct_size = sizeof(chorus_plugin_descriptor),
-    .abi_version = CHORUS_PLUGIN_ABI_V1,
-    .name = "misbehaving",
-    .version = "0.0.1",
-    .channel_kind = "fixture",
-    .description = "reports a send twice, forges host fields, never says stopped",
-    .capabilities = &fixture_capabilities,
-    .vtable = &vtable,
-};
+FIXTURE_DESCRIPTOR(sizeof(chorus_plugin_descriptor), CHORUS_PLUGIN_ABI_V1, "misbehaving", "reports a send twice, forges host fields, never says stopped", NULL);
 
-CHORUS_EXPORT chorus_status chorus_plugin_entry(const chorus_host_offer *offer, const chorus_plugin_descriptor **out) {
-    if (!fixture_offers_v1(offer)) return CHORUS_ERR_VERSION;
-    *out = &descriptor;
-    return CHORUS_OK;
-}
+FIXTURE_ENTRY_V1()
