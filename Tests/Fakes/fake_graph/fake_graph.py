@@ -33,23 +33,12 @@ import hashlib
 import json
 import re
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-LOCK = threading.Lock()
-STATE = {"requests": [], "errors": [], "media": {}, "counter": 0}
+from graph_fake_common import LOCK, STATE, GraphHandler, graph_error, serve
+
 ARGS = None
 
 
-def graph_error(code, message, etype="OAuthException", subcode=None, details=None, title=None):
-    err = {"message": message, "type": etype, "code": code, "fbtrace_id": "AbCdEfFakeTrace"}
-    if subcode is not None:
-        err["error_subcode"] = subcode
-    if details is not None:
-        err["error_data"] = {"messaging_product": "whatsapp", "details": details}
-    if title is not None:
-        err["error_user_title"] = title
-    return {"error": err}
 
 
 # --- Request shape checks, after the Cloud API reference (messages endpoint) ---
@@ -177,36 +166,7 @@ def check_message(body):
     return p
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):
-        pass
-
-    def answer(self, status, obj=None, headers=None, raw=None, ctype="application/json"):
-        data = raw if raw is not None else (json.dumps(obj).encode() if obj is not None else b"")
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def read_body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
-
-    def record(self, body, parsed, errors):
-        with LOCK:
-            STATE["requests"].append({"method": self.command, "path": self.path,
-                                      "headers": {k.lower(): v for k, v in self.headers.items()},
-                                      "json": parsed, "raw": body.decode("utf-8", "replace") if parsed is None else None,
-                                      "errors": errors})
-
-    def authorized(self):
-        return self.headers.get("Authorization") == "Bearer " + ARGS.token
-
+class Handler(GraphHandler):
     def do_GET(self):
         if self.path.startswith("/_admin/requests"):
             with LOCK:
@@ -335,13 +295,7 @@ def main():
     ap.add_argument("--phone-number-id", required=True)
     ap.add_argument("--version", default="v21.0")
     ARGS = ap.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    print("PORT %d" % server.server_address[1], flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(Handler, ARGS.token)
 
 
 if __name__ == "__main__":
