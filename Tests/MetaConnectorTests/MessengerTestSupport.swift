@@ -6,51 +6,10 @@ import ChorusTestKit
 import Foundation
 import XCTest
 
-/// The fake Send API (Tests/Fakes/fake_graph/fake_messenger.py) as a subprocess.
-final class FakeMessengerGraph {
-    /// The fake's process (Tests/Fakes), started by ChorusTestKit.
-    let server: FakeServerProcess
-    var port: Int { server.port }
-    var process: Process { server.process }
-    let token: String
-    var baseURL: String { "http://127.0.0.1:\(port)" }
-
+/// The fake Messenger/Instagram Send API (Tests/Fakes/fake_graph/fake_messenger.py).
+final class FakeMessengerGraph: GraphFakeServer {
     init(token: String = "EAAM-messenger-test-token", ids: [String]) throws {
-        self.token = token
-        server = try FakeServerProcess(script: "Tests/Fakes/fake_graph/fake_messenger.py",
-                                         arguments: ["--token", token, "--version", "v21.0"] + ids.flatMap { ["--id", $0] }, showErrors: false)
-    }
-
-    deinit { stop() }
-
-    func stop() {
-        server.stop()
-    }
-
-    @discardableResult
-    func admin(_ path: String, _ body: JSONValue = [:]) throws -> HTTPTestResponse {
-        try HTTPTestClient.request(port: port, method: "POST", path: "/_admin/" + path, headers: [("Content-Type", "application/json")],
-                                   body: JSONWriter.encode(body))
-    }
-
-    func requests() throws -> [JSONValue] {
-        let r = try HTTPTestClient.request(port: port, method: "GET", path: "/_admin/requests", headers: [], body: [])
-        return try JSONParser.parse(r.body)["requests"]?.arrayValue ?? []
-    }
-
-    /// The Send API calls received (POST …/messages), in order.
-    func sends() throws -> [JSONValue] {
-        try requests().filter { $0["method"]?.stringValue == "POST" && ($0["path"]?.stringValue ?? "").hasSuffix("/messages") }
-    }
-
-    func waitForSends(_ count: Int, timeout: TimeInterval = 10) throws -> [JSONValue] {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let s = try sends()
-            if s.count >= count { return s }
-            usleep(20_000)
-        }
-        throw TestKitError("fake Send API got \(try sends().count) sends, expected \(count)")
+        try super.init(script: "Tests/Fakes/fake_graph/fake_messenger.py", token: token, arguments: ids.flatMap { ["--id", $0] })
     }
 }
 

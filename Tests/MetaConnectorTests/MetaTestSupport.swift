@@ -5,21 +5,19 @@ import ChorusTestKit
 import Foundation
 import XCTest
 
-/// The fake Graph API (Tests/Fakes/fake_graph/fake_graph.py) as a subprocess.
-final class FakeGraph {
+/// A fake Graph API server (Tests/Fakes/fake_graph) as a subprocess, with its admin API:
+/// the WhatsApp Cloud API fake and the Messenger/Instagram Send API fake share it.
+class GraphFakeServer {
     /// The fake's process (Tests/Fakes), started by ChorusTestKit.
     let server: FakeServerProcess
     var port: Int { server.port }
     var process: Process { server.process }
     let token: String
-    let phoneNumberId: String
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    init(token: String = "EAAG-test-token", phoneNumberId: String = MetaFixtures.phoneNumberId) throws {
+    init(script: String, token: String, arguments: [String]) throws {
         self.token = token
-        self.phoneNumberId = phoneNumberId
-        server = try FakeServerProcess(script: "Tests/Fakes/fake_graph/fake_graph.py",
-                                         arguments: ["--token", token, "--phone-number-id", phoneNumberId, "--version", "v21.0"], showErrors: false)
+        server = try FakeServerProcess(script: script, arguments: ["--token", token, "--version", "v21.0"] + arguments, showErrors: false)
     }
 
     deinit { stop() }
@@ -28,15 +26,14 @@ final class FakeGraph {
         server.stop()
     }
 
+    @discardableResult
     func admin(_ path: String, _ body: JSONValue = [:]) throws -> HTTPTestResponse {
-        try HTTPTestClient.request(port: port, method: "POST", path: "/_admin/" + path, headers: [("Content-Type", "application/json")],
-                                   body: JSONWriter.encode(body))
+        try server.request("POST", "/_admin/" + path, json: body)
     }
 
     /// Requests received by the fake (admin calls excluded).
     func requests() throws -> [JSONValue] {
-        let r = try HTTPTestClient.request(port: port, method: "GET", path: "/_admin/requests", headers: [], body: [])
-        return try JSONParser.parse(r.body)["requests"]?.arrayValue ?? []
+        try JSONParser.parse(try server.request("GET", "/_admin/requests").body)["requests"]?.arrayValue ?? []
     }
 
     /// The message sends received (POST …/messages), in order.
@@ -52,7 +49,17 @@ final class FakeGraph {
             if s.count >= count { return s }
             usleep(20_000)
         }
-        throw TestKitError("fake Graph got \(try sends().count) sends, expected \(count)")
+        throw TestKitError("the fake got \(try sends().count) sends, expected \(count)")
+    }
+}
+
+/// The fake WhatsApp Cloud API (Tests/Fakes/fake_graph/fake_graph.py).
+final class FakeGraph: GraphFakeServer {
+    let phoneNumberId: String
+
+    init(token: String = "EAAG-test-token", phoneNumberId: String = MetaFixtures.phoneNumberId) throws {
+        self.phoneNumberId = phoneNumberId
+        try super.init(script: "Tests/Fakes/fake_graph/fake_graph.py", token: token, arguments: ["--phone-number-id", phoneNumberId])
     }
 }
 
