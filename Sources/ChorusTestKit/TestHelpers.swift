@@ -46,6 +46,14 @@ public final class FakeServerProcess: @unchecked Sendable {
         }
     }
 
+    /// A call to the fake's admin API: must answer 200 with JSON, which is returned.
+    @discardableResult
+    public func admin(_ method: String, _ path: String, _ body: JSONValue? = nil) throws -> JSONValue {
+        let r = try request(method, path, json: body)
+        guard r.status == 200 else { throw TestKitError("fake admin \(method) \(path): \(r.status) \(r.body)") }
+        return try JSONParser.parse(r.body)
+    }
+
     /// An HTTP request to the fake with an optional JSON body.
     public func request(_ method: String, _ path: String, json: JSONValue? = nil) throws -> HTTPTestResponse {
         try HTTPTestClient.request(port: port, method: method, path: path, headers: [("Content-Type", "application/json")],

@@ -34,10 +34,7 @@ final class FakeTwilio {
 
     @discardableResult
     func admin(_ method: String, _ path: String, _ body: JSONValue? = nil) throws -> JSONValue {
-        let r = try HTTPTestClient.request(port: port, method: method, path: path, headers: [("Content-Type", "application/json")],
-                                           body: body.map { JSONWriter.encode($0) } ?? [])
-        guard r.status == 200 else { throw TestKitError("fake admin \(method) \(path): \(r.status) \(r.body)") }
-        return try JSONParser.parse(Array(r.body.utf8))
+        try server.admin(method, path, body)
     }
 
     /// Every create call the fake received (accepted or refused), oldest first.

@@ -35,10 +35,7 @@ final class FakeSlack {
 
     @discardableResult
     func admin(_ method: String, _ path: String, _ body: JSONValue? = nil) throws -> JSONValue {
-        let r = try HTTPTestClient.request(port: port, method: method, path: path, headers: [("Content-Type", "application/json")],
-                                           body: body.map { JSONWriter.encode($0) } ?? [])
-        guard r.status == 200 else { throw TestKitError("fake admin \(method) \(path): \(r.status) \(r.body)") }
-        return try JSONParser.parse(r.body)
+        try server.admin(method, path, body)
     }
 
     /// The next `count` calls of `method` fail with a Slack error, or with HTTP 429 and Retry-After.

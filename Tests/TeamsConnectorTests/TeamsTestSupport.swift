@@ -27,10 +27,7 @@ final class FakeBotFramework {
 
     @discardableResult
     func admin(_ method: String, _ path: String, _ body: JSONValue? = nil) throws -> JSONValue {
-        let r = try HTTPTestClient.request(port: port, method: method, path: path, headers: [("Content-Type", "application/json")],
-                                           body: body.map { JSONWriter.encode($0) } ?? [])
-        guard r.status == 200 else { throw TestKitError("fake admin \(method) \(path): \(r.status) \(r.body)") }
-        return try JSONParser.parse(r.body)
+        try server.admin(method, path, body)
     }
 
     /// A JWT minted by PyJWT in the fake: valid by default; `claims` override (null removes), `key: "rogue"`

@@ -33,10 +33,7 @@ final class FakeTelegram {
 
     @discardableResult
     func admin(_ method: String, _ path: String, _ body: JSONValue? = nil) throws -> JSONValue {
-        let r = try HTTPTestClient.request(port: port, method: method, path: path, headers: [("Content-Type", "application/json")],
-                                           body: body.map { JSONWriter.encode($0) } ?? [])
-        guard r.status == 200 else { throw TestKitError("fake admin \(method) \(path): \(r.status) \(r.body)") }
-        return try JSONParser.parse(r.body)
+        try server.admin(method, path, body)
     }
 
     func enqueue(_ updates: [JSONValue]) throws { try admin("POST", "/admin/updates", .array(updates)) }
