@@ -169,17 +169,12 @@ def check_message(body):
 class Handler(GraphHandler):
     def do_GET(self):
         if self.path.startswith("/_admin/requests"):
-            with LOCK:
-                return self.answer(200, {"requests": STATE["requests"]})
+            return self.answer_requests()
         self.record(b"", {}, [])
         m = re.fullmatch(r"/public-files/([^/?]+)", self.path)
         if m:
             # A plain file server (no token): stands in for a consumer's file host in upload tests.
-            with LOCK:
-                media = STATE["media"].get(m.group(1))
-            if media is None:
-                return self.answer(404, raw=b"not found", ctype="text/plain")
-            return self.answer(200, raw=media["data"], ctype=media["mime_type"])
+            return self.answer_media(m.group(1))
         if not self.authorized():
             return self.answer(401, graph_error(190, "Invalid OAuth access token - Cannot parse access token"))
         m = re.fullmatch(r"/media-download/([^/?]+)", self.path)

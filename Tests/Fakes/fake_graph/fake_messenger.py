@@ -157,16 +157,11 @@ def check_send(body):
 class Handler(GraphHandler):
     def do_GET(self):
         if self.path.startswith("/_admin/requests"):
-            with LOCK:
-                return self.answer(200, {"requests": STATE["requests"]})
+            return self.answer_requests()
         self.record(b"", {}, [])
         m = re.fullmatch(r"/cdn/([^/?]+)", self.path)
         if m:
-            with LOCK:
-                media = STATE["media"].get(m.group(1))
-            if media is None:
-                return self.answer(404, raw=b"not found", ctype="text/plain")
-            return self.answer(200, raw=media["data"], ctype=media["mime_type"])
+            return self.answer_media(m.group(1))
         return self.answer(404, graph_error(803, "Some of the aliases you requested do not exist"))
 
     def scripted(self):

@@ -55,6 +55,19 @@ class GraphHandler(BaseHTTPRequestHandler):
                                       "json": parsed, "raw": body.decode("utf-8", "replace") if parsed is None else None,
                                       "errors": errors})
 
+    def answer_requests(self):
+        """GET /_admin/requests: every request received so far."""
+        with LOCK:
+            return self.answer(200, {"requests": STATE["requests"]})
+
+    def answer_media(self, name):
+        """Serves bytes registered with /_admin/media (no token), or 404."""
+        with LOCK:
+            media = STATE["media"].get(name)
+        if media is None:
+            return self.answer(404, raw=b"not found", ctype="text/plain")
+        return self.answer(200, raw=media["data"], ctype=media["mime_type"])
+
     def authorized(self):
         return self.headers.get("Authorization") == "Bearer " + self.token
 
