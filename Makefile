@@ -10,14 +10,17 @@ PREFIX     ?= /usr/local
 DESTDIR    ?=
 
 # Debian 12 packages the build, the tests and the tour need.
-APT_PACKAGES := pkg-config gcc make libuv1-dev libcurl4-openssl-dev libsqlite3-dev libhttp-parser-dev \
-                libsystemd-dev libssl-dev python3 python3-jsonschema socat curl
+# libcurl is the GnuTLS build because libetpan-dev (the email connector's IMAP library) depends on it.
+APT_PACKAGES := pkg-config gcc make libuv1-dev libcurl4-gnutls-dev libsqlite3-dev libhttp-parser-dev \
+                libsystemd-dev libssl-dev libgmime-3.0-dev libetpan-dev python3 python3-jsonschema socat curl
+# The real servers the email tests run against (started on loopback by the tests themselves, never as system services).
+TEST_APT_PACKAGES := dovecot-imapd dovecot-lmtpd postfix python3-aiosmtpd openssl
 
 SHELL := /bin/bash
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build plugins run test bench install clean check-swift
+.PHONY: all deps test-deps build plugins run test bench install clean check-swift
 
 all: build
 
@@ -26,9 +29,18 @@ check-swift:
 
 # Installs only the Debian packages that are missing (apt-get update once, only if something is missing).
 deps: check-swift
-	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)"
+
+test-deps: deps
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(TEST_APT_PACKAGES)"
+
+# Postfix is preseeded to "No configuration": the tests run their own instance; none is set up for the machine.
+.PHONY: apt-install
+apt-install:
+	@missing=""; for p in $(PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
@@ -44,7 +56,7 @@ run: build
 	$(BUILD_DIR)/chorusd
 
 # XCTest's last summary line is turned into the plain "N passed, M failed" line CI reads.
-test: build
+test: build test-deps
 	$(SWIFT) build -c $(CONFIG) --build-tests
 	@set -o pipefail; $(SWIFT) test -c $(CONFIG) --skip-build 2>&1 | tee .build/test-output.log
 	@awk '/Executed [0-9]+ tests?, with [0-9]+ failures?/ { n=$$2; f=$$5 } END { if (n == "") { print "no XCTest summary found"; exit 1 } printf "%d passed, %d failed\n", n-f, f }' .build/test-output.log

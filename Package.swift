@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "chorus-slack", type: .dynamic, targets: ["SlackConnector"]),
         .library(name: "chorus-sms", type: .dynamic, targets: ["SMSConnector"]),
         .library(name: "chorus-teams", type: .dynamic, targets: ["TeamsConnector"]),
+        .library(name: "chorus-email", type: .dynamic, targets: ["EmailConnector"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -33,7 +34,7 @@ let package = Package(
         .systemLibrary(name: "CLibUV", path: "Sources/CLibUV", pkgConfig: "libuv",
                        providers: [.apt(["libuv1-dev"])]),
         .systemLibrary(name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
-                       providers: [.apt(["libcurl4-openssl-dev"])]),
+                       providers: [.apt(["libcurl4-gnutls-dev"])]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CHTTPParser", path: "Sources/CHTTPParser",
@@ -42,6 +43,10 @@ let package = Package(
                        providers: [.apt(["libsystemd-dev"])]),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CGMime", path: "Sources/CGMime", pkgConfig: "gmime-3.0",
+                       providers: [.apt(["libgmime-3.0-dev"])]),
+        .systemLibrary(name: "CEtPan", path: "Sources/CEtPan", pkgConfig: "libetpan",
+                       providers: [.apt(["libetpan-dev"])]),
 
         // MARK: The plugin ABI (the installed header chorus_plugin.h)
         .target(name: "CChorusPlugin", path: "Sources/CChorusPlugin"),
@@ -105,6 +110,12 @@ let package = Package(
         .target(name: "SlackConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/slack"),
         .target(name: "SMSConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/sms"),
         .target(name: "TeamsConnector", dependencies: ["ChorusConnectorSDK", "ChorusJSON", "COpenSSL"], path: "Plugins/teams"),
+        // Email: MIME through GMime (no I/O), IMAP/SMTP/LMTP transports, and the connector that joins them.
+        .target(name: "EmailMIME", dependencies: ["CGMime"], path: "Plugins/email/MIME"),
+        .target(name: "EmailTransport", dependencies: ["CEtPan", "CCurl"], path: "Plugins/email/Transport"),
+        .target(name: "EmailConnector",
+                dependencies: ["EmailMIME", "EmailTransport", "ChorusConnectorSDK", "ChorusJSON", "ChorusModel", "COpenSSL"],
+                path: "Plugins/email/Connector"),
 
         // MARK: Tests
         .target(name: "ChorusTestKit", dependencies: ["ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Sources/ChorusTestKit"),
@@ -120,6 +131,9 @@ let package = Package(
         .testTarget(name: "SlackConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SlackConnectorTests"),
         .testTarget(name: "SMSConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SMSConnectorTests"),
         .testTarget(name: "TeamsConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/TeamsConnectorTests"),
+        .testTarget(name: "EmailMIMETests", dependencies: ["EmailMIME"], path: "Tests/EmailMIMETests"),
+        .testTarget(name: "EmailTransportTests", dependencies: ["EmailTransport", "ChorusTestKit"], path: "Tests/EmailTransportTests"),
+        .testTarget(name: "EmailConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/EmailConnectorTests"),
         .testTarget(name: "ChorusIntegrationTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Tests/ChorusIntegrationTests"),
     ],
     swiftLanguageModes: [.v6]
