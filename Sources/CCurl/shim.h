@@ -37,4 +37,11 @@ static inline int ccurl_cselect_err(void) { return CURL_CSELECT_ERR; }
 static inline CURLcode ccurl_global_init_default(void) { return curl_global_init(CURL_GLOBAL_DEFAULT); }
 /* Size of the buffer CURLOPT_ERRORBUFFER expects. */
 static inline size_t ccurl_error_size(void) { return CURL_ERROR_SIZE; }
+
+/* SMTP submission (EmailTransport.SMTPSubmitter). */
+typedef int (*ccurl_debug_cb)(CURL *handle, curl_infotype type, char *data, size_t size, void *userptr);
+static inline CURLcode ccurl_easy_setopt_debugcb(CURL *h, ccurl_debug_cb v) { return curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, v); }
+static inline CURLcode ccurl_easy_setopt_slist(CURL *h, CURLoption o, struct curl_slist *v) { return curl_easy_setopt(h, o, v); }
+static inline long ccurl_usessl_all(void) { return (long)CURLUSESSL_ALL; }
+static inline long ccurl_usessl_none(void) { return (long)CURLUSESSL_NONE; }
 #endif
