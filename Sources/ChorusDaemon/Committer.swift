@@ -26,6 +26,8 @@ final class Committer {
     private var pendingOps: [WriteOp] = []
     private var pendingCompletions: [(range: Range<Int>, done: Completion)] = []
     private var inFlight = false
+    /// The loop time at which the running commit was handed to the writer thread.
+    private var inFlightSinceMs: UInt64 = 0
     /// Called on the loop after each successful commit with the appended events, in seq order.
     var onCommitted: (([StoredEvent]) -> Void)?
     /// Called when a commit failed (e.g. disk full) and when commits succeed again.
@@ -44,6 +46,14 @@ final class Committer {
     }
 
     var isIdle: Bool { !inFlight && pendingOps.isEmpty }
+
+    /// How long the running group commit has been on the writer thread (ms), or nil when none is running.
+    /// The watchdog uses it to notice a writer thread that stopped completing commits.
+    var inFlightMilliseconds: UInt64? { inFlight ? loop.nowMilliseconds &- inFlightSinceMs : nil }
+
+    /// Writes not durable yet: those of the running commit plus those waiting for the next one.
+    var uncommittedCount: Int { (inFlight ? inFlightOpCount : 0) + pendingOps.count }
+    private var inFlightOpCount = 0
     var pendingCount: Int { pendingOps.count }
 
     /// Queues ops for the next group commit; `done` gets one result per op, in order.
@@ -79,6 +89,8 @@ final class Committer {
             pendingCompletions = pendingCompletions[k...].map { (($0.range.lowerBound - n)..<($0.range.upperBound - n), $0.done) }
         }
         inFlight = true
+        inFlightSinceMs = loop.nowMilliseconds
+        inFlightOpCount = ops.count
         largestBatch = max(largestBatch, ops.count)
         let writer = self.writer
         let poster = loop.poster

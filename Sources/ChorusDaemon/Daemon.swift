@@ -1,6 +1,5 @@
 import CChorusPlugin
 import CLibUV
-import CSystemd
 import ChorusConfig
 import ChorusJSON
 import ChorusLoop
@@ -69,11 +68,25 @@ public final class Daemon {
     var conversationByChat = BoundedMap<String, String>(capacity: 200_000)
     var counters = DaemonCounters()
     var nextSendNumber: UInt64 = 1
+    /// systemd's notification socket (READY, RELOADING, STOPPING, STATUS, WATCHDOG).
+    let notifier: ServiceNotifier
+    var watchdog: ServiceWatchdog?
+    /// `$WATCHDOG_USEC` when systemd expects pings from this process (read early, before plugins start).
+    var watchdogIntervalUsec: UInt64?
+    /// Loop time of the last STATUS= sent by the periodic refresh.
+    var statusSentAtMs: UInt64 = 0
+    /// Shown at the end of STATUS= until the next successful reload (why the last one failed).
+    var statusNote: String?
+    /// A SIGHUP reload is waiting for instances to stop or restart; READY=1 follows when it is done.
+    var reloadInProgress = false
+    /// A SIGHUP arrived during a reload: reload again once it is done.
+    var reloadRequestedAgain = false
 
     public init(configuration: ChorusConfiguration, options: DaemonOptions, logger: Logger) throws {
         self.config = configuration
         self.options = options
         self.logger = logger
+        notifier = ServiceNotifier(logger: logger)
         ignoreSIGPIPE()
         let state = configuration.daemon.stateDirectory
         try Daemon.makeDirectories(state)
@@ -129,6 +142,7 @@ public final class Daemon {
             try startServices()
         } catch {
             logger.critical("\(error)")
+            notifier.send([("STATUS", "failed to start: \(ServiceStatus.clip("\(error)"))")])
             return 1
         }
         loop.run()
@@ -136,41 +150,77 @@ public final class Daemon {
         return exitCode
     }
 
+    /// Listens (on the sockets systemd passed, or binds them), starts every enabled instance, installs the
+    /// signal handlers and timers, and then tells systemd READY=1: at that point every instance's `start`
+    /// has returned (ABI v1 has no later "started" notion) and both sockets accept. Instances that failed are
+    /// named in STATUS= and the log; the daemon is ready with the others (one broken connector never keeps
+    /// the gateway down).
     func startServices() throws {
+        notifier.send([("STATUS", "starting")])
+        // Read (and remove from the environment) what systemd passed, before any plugin can start a process.
+        let activated = try ActivatedSockets.take(logger: logger)
+        watchdogIntervalUsec = ServiceWatchdog.intervalFromEnvironment()
         httpClient = try HTTPClient(loop: loop)
         // Consumer socket.
         let sock = config.socket
-        let groupId: gid_t? = try sock.group.map { g in
-            if let n = gid_t(g) { return n }
-            guard let gr = getgrnam(g) else { throw DaemonError("socket.group: no group named \"\(g)\"") }
-            return gr.pointee.gr_gid
-        }
-        do {
-            if let slash = sock.path.lastIndex(of: "/"), slash != sock.path.startIndex {
-                try Daemon.makeDirectories(String(sock.path[..<slash]))
+        if let fd = activated.consumer {
+            do {
+                unixServer = try UnixServer(loop: loop, adoptingListeningDescriptor: fd) { [unowned self] conn in self.accept(conn) }
+            } catch {
+                throw DaemonError("cannot listen on the consumer socket passed by systemd (fd \(fd)): \(error)")
             }
-            unixServer = try UnixServer(loop: loop, path: sock.path, mode: mode_t(sock.mode), group: groupId) { [unowned self] conn in
-                self.accept(conn)
+            let path = unixServer!.path
+            logger.info("consumer socket passed by systemd (socket activation)", metadata: ["socket": .string(path)])
+            if path != sock.path {
+                logger.notice("socket.path \(sock.path) in the config is not used: systemd passed the consumer socket \(path)")
             }
-        } catch {
-            throw DaemonError("cannot listen on the consumer socket \(sock.path): \(error)")
+        } else {
+            let groupId: gid_t? = try sock.group.map { g in
+                if let n = gid_t(g) { return n }
+                guard let gr = getgrnam(g) else { throw DaemonError("socket.group: no group named \"\(g)\"") }
+                return gr.pointee.gr_gid
+            }
+            do {
+                if let slash = sock.path.lastIndex(of: "/"), slash != sock.path.startIndex {
+                    try Daemon.makeDirectories(String(sock.path[..<slash]))
+                }
+                unixServer = try UnixServer(loop: loop, path: sock.path, mode: mode_t(sock.mode), group: groupId) { [unowned self] conn in
+                    self.accept(conn)
+                }
+            } catch {
+                throw DaemonError("cannot listen on the consumer socket \(sock.path): \(error)")
+            }
         }
         // HTTP ingress.
-        if config.http.enabled {
-            var opts = HTTPServer.Options()
-            opts.maxBodyBytes = config.http.maxBodyBytes
-            opts.idleTimeoutMilliseconds = UInt64(config.http.idleTimeoutMs)
-            do {
-                httpServer = try HTTPServer(loop: loop, host: config.http.host, port: config.http.port, options: opts, logger: logger) {
-                    [unowned self] req, res in self.route(req, res)
+        var opts = HTTPServer.Options()
+        opts.maxBodyBytes = config.http.maxBodyBytes
+        opts.idleTimeoutMilliseconds = UInt64(config.http.idleTimeoutMs)
+        let handler: (HTTPRequest, HTTPResponder) -> Void = { [unowned self] req, res in self.route(req, res) }
+        if let fd = activated.http {
+            if config.http.enabled {
+                do {
+                    httpServer = try HTTPServer(loop: loop, adoptingListeningDescriptor: fd, options: opts, logger: logger, handler: handler)
+                } catch {
+                    throw DaemonError("cannot listen for HTTP on the socket passed by systemd (fd \(fd)): \(error)")
                 }
+                logger.info("HTTP ingress socket passed by systemd (socket activation)",
+                            metadata: ["http": .string("\(httpServer!.host):\(httpServer!.boundPort)")])
+            } else {
+                logger.warning("systemd passed an HTTP socket but [http] enabled = false: closing it (remove it from chorus.socket)")
+                close(fd)
+            }
+        } else if config.http.enabled {
+            do {
+                httpServer = try HTTPServer(loop: loop, host: config.http.host, port: config.http.port, options: opts, logger: logger, handler: handler)
             } catch {
                 throw DaemonError("cannot listen for HTTP on \(config.http.host):\(config.http.port): \(error)")
             }
         }
         // Durable subscriptions are restored lazily (when a consumer subscribes by name).
-        // Plugins.
-        for ic in config.instances where ic.enabled { startInstance(ic) }
+        // Plugins: each start returns before the next one begins.
+        let enabled = config.instances.filter(\.enabled)
+        if !enabled.isEmpty { notifier.send([("STATUS", "starting \(enabled.count) instance\(enabled.count == 1 ? "" : "s")")]) }
+        for ic in enabled { startInstance(ic) }
         resumeUnfinishedSends()
         // Signals.
         signals.append(try SignalWatcher(loop: loop, signal: SIGTERM) { [unowned self] _ in self.beginShutdown(reason: "SIGTERM") })
@@ -180,19 +230,18 @@ public final class Daemon {
         let retention = LoopTimer(loop: loop)
         retention.start(timeoutMilliseconds: 5_000, repeatMilliseconds: 600_000) { [unowned self] in self.applyRetention() }
         timers.append(retention)
-        // systemd watchdog.
-        if let usecText = getenv("WATCHDOG_USEC").map({ String(cString: $0) }), let usec = UInt64(usecText), usec > 0 {
-            let wd = LoopTimer(loop: loop)
-            wd.start(timeoutMilliseconds: usec / 2000, repeatMilliseconds: usec / 2000) { _ = csd_notify("WATCHDOG=1") }
-            timers.append(wd)
-        }
+        let host = httpServer.map { $0.host } ?? config.http.host
         let port = httpServer.map { String($0.boundPort) } ?? "off"
+        let failed = instances.values.filter { $0.error != nil }.map(\.config.name).sorted()
         logger.notice("chorusd \(Daemon.version) ready", metadata: [
-            "socket": .string(config.socket.path), "http": .string(config.http.enabled ? "\(config.http.host):\(port)" : "off"),
+            "socket": .string(unixServer?.path ?? config.socket.path), "http": .string(httpServer != nil ? "\(host):\(port)" : "off"),
             "state_dir": .string(config.daemon.stateDirectory), "instances": .string(instances.keys.sorted().joined(separator: ",")),
             "fsync": .string(config.store.fsync),
         ])
-        _ = csd_notify("READY=1\nSTATUS=accepting messages")
+        if !failed.isEmpty {
+            logger.warning("ready without \(failed.count) of \(enabled.count) instances (see their errors above): \(failed.joined(separator: ", "))")
+        }
+        startServiceReporting()
     }
 
     // MARK: Consumers

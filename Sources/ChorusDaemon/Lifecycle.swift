@@ -1,4 +1,3 @@
-import CSystemd
 import ChorusConfig
 import ChorusLoop
 import ChorusProtocol
@@ -18,7 +17,8 @@ extension Daemon {
             return
         }
         shuttingDown = true
-        _ = csd_notify("STOPPING=1")
+        notifier.stopping(status: serviceStatus().line)
+        statusSentAtMs = loop.nowMilliseconds
         logger.notice("shutting down (\(reason))")
         httpServer?.stopAccepting()
         unixServer?.close()
@@ -55,6 +55,7 @@ extension Daemon {
             self.signals.removeAll()
             for timer in self.timers { timer.close() }
             self.timers.removeAll()
+            self.watchdog?.close()
             for s in self.sessions.values { s.connection.close() }
             self.loop.stop()
         }
@@ -70,7 +71,30 @@ extension Daemon {
     }
 
     /// SIGHUP: re-read the config file; add, remove, restart or reconfigure instances.
+    ///
+    /// systemd is told RELOADING=1 (with MONOTONIC_USEC) at once and READY=1 when the reload is done: every
+    /// removed instance stopped and every restarted one started again. A config that does not load keeps the
+    /// running one; the reload still ends with READY=1 and STATUS= says it failed until a reload succeeds.
+    /// A SIGHUP during a reload runs one more reload after it.
     func reload() {
+        guard !shuttingDown else {
+            logger.notice("SIGHUP during shutdown: ignored")
+            return
+        }
+        guard !reloadInProgress else {
+            logger.notice("SIGHUP while a reload is still in progress: reloading again when it is done")
+            reloadRequestedAgain = true
+            return
+        }
+        reloadInProgress = true
+        notifier.reloading(status: "reloading the configuration")
+        // Work that finishes later (stopping instances) holds one count each; the last one ends the reload.
+        var outstanding = 1
+        let oneDone = { [unowned self] in
+            outstanding -= 1
+            if outstanding == 0 { self.finishReload() }
+        }
+        defer { oneDone() }
         guard let path = options.configPath else {
             logger.notice("SIGHUP: running on the embedded default config; nothing to reload")
             return
@@ -78,9 +102,10 @@ extension Daemon {
         let newConfig: ChorusConfiguration
         do { newConfig = try ChorusConfiguration.load(path: path) } catch {
             logger.error("SIGHUP: config not reloaded, keeping the running one: \(error)")
+            statusNote = "reload failed, running the previous config: \(error)"
             return
         }
-        _ = csd_notify("RELOADING=1")
+        statusNote = nil
         let old = config
         config.access = newConfig.access
         config.instances = newConfig.instances
@@ -92,7 +117,8 @@ extension Daemon {
         for (name, rt) in instances where newByName[name] == nil || newByName[name]?.enabled == false {
             logger.notice("SIGHUP: stopping instance \(name)")
             instances.removeValue(forKey: name)
-            stopInstance(rt) {}
+            outstanding += 1
+            stopInstance(rt) { oneDone() }
         }
         for ic in newConfig.instances where ic.enabled {
             guard let rt = instances[ic.name] else {
@@ -104,7 +130,12 @@ extension Daemon {
             if rt.config.plugin != ic.plugin || rt.instance == nil {
                 logger.notice("SIGHUP: restarting instance \(ic.name)")
                 instances.removeValue(forKey: ic.name)
-                stopInstance(rt) { [weak self] in self?.startInstance(ic) }
+                outstanding += 1
+                stopInstance(rt) { [unowned self] in
+                    // A shutdown that began meanwhile wins: no new instance.
+                    if !self.shuttingDown { self.startInstance(ic) }
+                    oneDone()
+                }
                 continue
             }
             do {
@@ -117,7 +148,19 @@ extension Daemon {
                 logger.error("SIGHUP: instance \(ic.name) keeps its previous settings: \(error)")
             }
         }
-        _ = csd_notify("READY=1")
+    }
+
+    /// The end of a reload: READY=1 with the new status (unless a shutdown began meanwhile: STOPPING=1 was sent).
+    private func finishReload() {
+        reloadInProgress = false
+        guard !shuttingDown else { return }
+        notifier.ready(status: serviceStatus().line)
+        statusSentAtMs = loop.nowMilliseconds
+        logger.notice("reload done")
+        if reloadRequestedAgain {
+            reloadRequestedAgain = false
+            loop.execute { [weak self] in self?.reload() }
+        }
     }
 
     /// Deletes events past the retention age/size (never what a durable subscription still needs).

@@ -35,14 +35,23 @@ public struct SyslogLogHandler: LogHandler {
     public func log(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?,
                     source: String, file: String, function: String, line lineNumber: UInt)
     {
-        var line = "<\(SyslogLogHandler.priority(level))>\(message)"
         var all = metadata
         if let extra { all.merge(extra) { $1 } }
-        for (k, v) in all.sorted(by: { $0.key < $1.key }) {
+        SyslogLogHandler.writeToStderr(SyslogLogHandler.line(level: level, message: "\(message)", metadata: all))
+    }
+
+    /// The stderr line of one record: `<priority>message key=value…` and a newline.
+    static func line(level: Logger.Level, message: String, metadata: Logger.Metadata) -> String {
+        var line = "<\(SyslogLogHandler.priority(level))>\(message)"
+        for (k, v) in metadata.sorted(by: { $0.key < $1.key }) {
             let s = "\(v)"
             line += s.contains(" ") || s.isEmpty ? " \(k)=\"\(s)\"" : " \(k)=\(s)"
         }
-        line += "\n"
+        return line + "\n"
+    }
+
+    /// Writes `line` to stderr completely (retrying short writes and EINTR).
+    static func writeToStderr(_ line: String) {
         var bytes = Array(line.utf8)
         var off = 0
         while off < bytes.count {

@@ -338,6 +338,44 @@ public final class HTTPServer: LoopHandleOwner {
         logger.debug("HTTP server listening", metadata: ["address": "\(host):\(bound)"])
     }
 
+    /// Adopts `descriptor`, a TCP socket that is already bound and listening (for example one passed by
+    /// systemd's socket activation); `host` and `boundPort` are read from the socket. Connections that were
+    /// queued on it before the call (clients that connected early) are accepted as soon as the loop runs.
+    ///
+    /// The server owns `descriptor` from this call on, also when it throws (it is then closed). Throws
+    /// `UVError` when libuv cannot take the descriptor or listen on it.
+    public init(loop: EventLoop, adoptingListeningDescriptor descriptor: Int32, options: Options = .init(), logger: Logger,
+                handler: @escaping (HTTPRequest, HTTPResponder) -> Void) throws {
+        precondition(loop.isOpen, "HTTPServer created on a shut-down EventLoop")
+        context = HTTPServerContext(loop: loop, options: options, logger: logger, handler: handler)
+        let tcp = allocateUV(uv_tcp_t.self)
+        uv_tcp_init(loop.uvLoop, tcp)
+        handle = tcp
+        let opened = uv_tcp_open(tcp, descriptor)
+        if opened < 0 { try? Syscall.close(descriptor) }
+        do {
+            try UVError.check(opened, "adopt listening socket fd \(descriptor)")
+            try UVError.check(uv_listen(uvStream(tcp), options.backlog, httpServerAccept), "listen(fd \(descriptor))")
+            var local = sockaddr_storage()
+            var length = Int32(MemoryLayout<sockaddr_storage>.size)
+            let rc = withUnsafeMutablePointer(to: &local) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getsockname(tcp, $0, &length) }
+            }
+            try UVError.check(rc, "getsockname(fd \(descriptor))")
+            let formatted = formatSocketAddress(&local)
+            boundPort = Int(formatted.port)
+            var address = formatted.text
+            if let colon = address.lastIndex(of: ":") { address = String(address[..<colon]) }
+            if address.hasPrefix("[") && address.hasSuffix("]") { address = String(address.dropFirst().dropLast()) }
+            host = address
+        } catch {
+            closeUVHandle(uvHandle(tcp))  // no owner attached yet: the close callback only frees it (and closes the fd)
+            throw error
+        }
+        attachOwner(self, to: uvHandle(handle))
+        logger.debug("HTTP server listening on an adopted socket", metadata: ["address": "\(host):\(boundPort)"])
+    }
+
     /// Binds and listens; returns the bound port.
     private static func bindAndListen(_ tcp: UnsafeMutablePointer<uv_tcp_t>, host: String, port: Int,
                                       backlog: Int32) throws -> Int {

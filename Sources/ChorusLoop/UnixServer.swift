@@ -4,6 +4,9 @@
 // another process is still listening on, and never deletes a file that is not a socket. After bind (and
 // before listen) it applies the file mode and group, so no client can connect with the default permissions.
 // On close it unlinks the socket file only if it is still the one this server created.
+//
+// A socket that is already bound and listening (passed by systemd's socket activation) can be adopted
+// instead: nothing is bound, chmod'ed or unlinked — the socket and its file belong to whoever created them.
 
 import CLibUV
 #if canImport(Glibc)
@@ -61,6 +64,43 @@ public final class UnixServer: LoopHandleOwner {
             closeUVHandle(uvHandle(handle))
             throw error
         }
+    }
+
+    /// Adopts `descriptor`, a Unix-domain stream socket that is already bound and listening (for example one
+    /// passed by systemd's socket activation), and accepts connections on it like a server created with a path.
+    /// The socket file's mode and group are left as they are, and `close()` never unlinks it.
+    ///
+    /// The server owns `descriptor` from this call on, also when it throws (it is then closed). Throws
+    /// `UVError` when libuv cannot take the descriptor or listen on it.
+    public init(loop: EventLoop, adoptingListeningDescriptor descriptor: Int32, backlog: Int32 = 128,
+                onConnection: @escaping (StreamConnection) -> Void) throws {
+        precondition(loop.isOpen, "UnixServer created on a shut-down EventLoop")
+        self.loop = loop
+        self.onConnection = onConnection
+        let pipe = allocateUV(uv_pipe_t.self)
+        uv_pipe_init(loop.uvLoop, pipe, 0)
+        handle = pipe
+        let opened = uv_pipe_open(pipe, descriptor)
+        if opened < 0 { try? Syscall.close(descriptor) }
+        path = opened < 0 ? "fd \(descriptor)" : UnixServer.boundPath(pipe) ?? "fd \(descriptor)"
+        attachOwner(self, to: uvHandle(handle))
+        do {
+            try UVError.check(opened, "adopt listening socket fd \(descriptor)")
+            try UVError.check(uv_listen(uvStream(handle), backlog, unixServerAccept), "listen(\(path))")
+        } catch {
+            state = .closing
+            self.onConnection = nil
+            closeUVHandle(uvHandle(handle))
+            throw error
+        }
+    }
+
+    /// The path a pipe handle is bound to (`getsockname`), or nil (unnamed or abstract sockets give "").
+    private static func boundPath(_ handle: UnsafeMutablePointer<uv_pipe_t>) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        var size = buffer.count
+        guard uv_pipe_getsockname(handle, &buffer, &size) == 0, size > 0, size < buffer.count else { return nil }
+        return String(decoding: buffer[..<size].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Stops accepting and unlinks the socket file (if it is still ours). Existing connections stay open. Idempotent.

@@ -50,7 +50,11 @@ struct Chorusd: ParsableCommand {
             cfg = ChorusConfiguration.embeddedDefault(baseDirectory: currentDirectory())
         }
         let level = Logger.Level(rawValue: logLevel ?? cfg.daemon.logLevel) ?? .info
-        LoggingSystem.bootstrap { label in SyslogLogHandler(label: label, level: level) }
+        // Structured journal entries when systemd connected stderr to the journal; `<N>` prefixed lines otherwise.
+        let toJournal = JournalLogHandler.stderrIsJournal(journalStream: getenv("JOURNAL_STREAM").map { String(cString: $0) })
+        LoggingSystem.bootstrap { label in
+            toJournal ? JournalLogHandler(label: label, level: level) as LogHandler : SyslogLogHandler(label: label, level: level)
+        }
         let logger = Logger(label: "chorusd")
         if config == nil { logger.notice("no --config given: running on the embedded default config (chorusd --print-default-config shows it)") }
         let exe = executableDirectory()
