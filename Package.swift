@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(name: "SlackConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SlackConnectorTests"),
         .testTarget(name: "SMSConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/SMSConnectorTests"),
         .testTarget(name: "TeamsConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/TeamsConnectorTests"),
-        .testTarget(name: "EmailMIMETests", dependencies: ["EmailMIME"], path: "Tests/EmailMIMETests"),
+        .testTarget(name: "EmailMIMETests", dependencies: ["EmailMIME", "ChorusTestKit"], path: "Tests/EmailMIMETests"),
         .testTarget(name: "EmailTransportTests", dependencies: ["EmailTransport", "ChorusTestKit"], path: "Tests/EmailTransportTests"),
         .testTarget(name: "EmailConnectorTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol", "ChorusConformance"], path: "Tests/EmailConnectorTests"),
         .testTarget(name: "ChorusIntegrationTests", dependencies: ["ChorusTestKit", "ChorusClient", "ChorusJSON", "ChorusProtocol"], path: "Tests/ChorusIntegrationTests"),

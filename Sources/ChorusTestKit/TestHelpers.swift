@@ -97,6 +97,28 @@ public enum EventWait {
         }
     }
 
+    /// Sends `message` and reads events until its final send status (`sent` or `failed`) arrives;
+    /// every event read is passed to `seen`. Throws when the daemon does not accept the send.
+    public static func sendAndWait(_ c: ChorusConnection, _ message: JSONValue, timeoutMs: Int,
+                                   seen: (JSONValue) -> Void = { _ in }) throws -> JSONValue
+    {
+        let r = try c.request(.send(idempotencyKey: nil, message: message))
+        guard case .reply("accepted", _, let body) = r, let id = body["message_id"]?.stringValue else {
+            throw TestKitError("send not accepted: \(r)")
+        }
+        return try event(c, timeoutMs: timeoutMs, seen: seen) { ev in
+            ev["type"]?.stringValue == "status" && ev["status"]?["message_id"]?.stringValue == id
+                && ["sent", "failed"].contains(ev["status"]?["state"]?.stringValue ?? "")
+        }
+    }
+
+    /// Every stored event (optionally of these types), replayed on a connection of its own to `socketPath`.
+    public static func stored(socketPath: String, types: Set<String>? = nil) throws -> [JSONValue] {
+        let c = try ChorusConnection(path: socketPath, timeoutMilliseconds: 10_000)
+        defer { c.close() }
+        return try replayAll(c, types: types)
+    }
+
     /// Every stored event (optionally of these types), read back with `replay`.
     public static func replayAll(_ c: ChorusConnection, types: Set<String>? = nil) throws -> [JSONValue] {
         let r = try c.request(.replay(filter: SubscriptionFilter(types: types), fromCursor: 0, toCursor: nil,

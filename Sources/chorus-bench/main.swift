@@ -22,9 +22,11 @@ struct Bench: ParsableCommand {
     @Option(help: "store.fsync policy: always, grouped or off.") var fsync = "grouped"
     @Flag(help: "Also run the store-only benchmark (SQLite commit rates).") var store = false
     @Flag(help: "Run the signed WhatsApp webhook benchmark instead (for --latency-seconds seconds).") var whatsapp = false
+    @Flag(help: "Run the email benchmark instead: mail in over LMTP (for --latency-seconds seconds, 8 connections unless --connections says otherwise).") var email = false
 
     func run() throws {
         if whatsapp { try runWhatsAppWebhookBench(connections: connections, seconds: max(latencySeconds, 5)); return }
+        if email { try runEmailLMTPBench(connections: connections == 32 ? 8 : connections, seconds: max(latencySeconds, 5)); return }
         print("chorus-bench: \(ProcessInfo.processInfo.processorCount) cores, build \(TestPaths.buildDir), fsync=\(fsync)")
         if store {
             let dir = TestPaths.temporaryDirectory("chorus-store-bench")

@@ -419,23 +419,11 @@ final class LockedFlag: @unchecked Sendable {
 /// The host services behind the ABI (outbound HTTP, fd watches, post from another thread,
 /// timers, the durable kv store), exercised by a C plugin inside the real chorusd.
 final class HostServicesIntegrationTests: XCTestCase {
-    func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     func testPluginUsesHTTPClientFDWatchPostTimersAndKV() throws {
         let dir = TestPaths.temporaryDirectory("chorus-probe")
         let (status, out, err) = try TestProcess.run("/usr/bin/make", ["-s", "-C", TestPaths.repoRoot() + "/Tests/Fixtures/plugins", "OUT=" + dir])
         XCTAssertEqual(status, 0, out + err)
-        let port = freePort()
+        let port = try freeLoopbackPort()
         let d = try TestDaemon(instancesTOML: """
         [[instance]]
         name = "probe"

@@ -8,11 +8,11 @@ import XCTest
 /// Bad input gets a clear error and loses nothing: malformed and oversized mail over LMTP and
 /// IMAP, invalid settings, a wrong IMAP password.
 final class EmailHostileInputTests: EmailTestCase {
-    private func transaction(_ c: RawLMTP, rcpt: String = "support@chorus.test") throws {
+    private func transaction(_ c: LineClient, rcpt: String = "support@chorus.test") throws {
         XCTAssertTrue(try c.reply().hasPrefix("220"))
-        c.send("LHLO client.test\r\n")
+        try c.send("LHLO client.test\r\n")
         XCTAssertTrue(try c.reply().hasPrefix("250"))
-        c.send("MAIL FROM:<sender@outside.example>\r\nRCPT TO:<\(rcpt)>\r\nDATA\r\n")
+        try c.send("MAIL FROM:<sender@outside.example>\r\nRCPT TO:<\(rcpt)>\r\nDATA\r\n")
         XCTAssertTrue(try c.reply().hasPrefix("250"))
         XCTAssertTrue(try c.reply().hasPrefix("250"))
         XCTAssertTrue(try c.reply().hasPrefix("354"))
@@ -20,39 +20,39 @@ final class EmailHostileInputTests: EmailTestCase {
 
     func testMalformedAndOversizedMailOverLMTPAreRefusedClearly() throws {
         try startAll(imap: false, settings: ["max_message_bytes": "4096"])
-        let c = try RawLMTP(port: lmtpPort)
+        let c = try LineClient(port: lmtpPort)
         // Not a mail at all: refused permanently (the MTA bounces it to its sender), nothing stored.
         try transaction(c)
-        c.sendBytes([0x00, 0x01, 0x02, 0xFF, 0xFE] + Array("\r\n.\r\n".utf8))
+        try c.sendBytes([0x00, 0x01, 0x02, 0xFF, 0xFE] + Array("\r\n.\r\n".utf8))
         let garbage = try c.reply()
         XCTAssertTrue(garbage.hasPrefix("5"), garbage)
         XCTAssertTrue(garbage.contains("5.6.0"), garbage)
 
         // Too big: 552 for the recipient; the connection carries on.
-        c.send("MAIL FROM:<sender@outside.example>\r\nRCPT TO:<support@chorus.test>\r\nDATA\r\n")
+        try c.send("MAIL FROM:<sender@outside.example>\r\nRCPT TO:<support@chorus.test>\r\nDATA\r\n")
         for _ in 0..<2 { XCTAssertTrue(try c.reply().hasPrefix("250")) }
         XCTAssertTrue(try c.reply().hasPrefix("354"))
         let big = EmailTestCase.mail(to: "support@chorus.test", subject: "big", body: String(repeating: "0123456789abcdef\n", count: 600),
                                      messageID: "big@outside.example")
-        c.sendBytes(big + Array(".\r\n".utf8))
+        try c.sendBytes(big + Array(".\r\n".utf8))
         let tooBig = try c.reply()
         XCTAssertTrue(tooBig.hasPrefix("552"), tooBig)
 
         // An unknown command and a bad sequence get their codes; then a good mail still goes through.
-        c.send("HELLO\r\n")
+        try c.send("HELLO\r\n")
         XCTAssertTrue(try c.reply().hasPrefix("500"))
-        c.send("DATA\r\n")
+        try c.send("DATA\r\n")
         XCTAssertTrue(try c.reply().hasPrefix("503"))
-        c.send("MAIL FROM:<sender@outside.example>\r\nRCPT TO:<support@chorus.test>\r\nDATA\r\n")
+        try c.send("MAIL FROM:<sender@outside.example>\r\nRCPT TO:<support@chorus.test>\r\nDATA\r\n")
         for _ in 0..<2 { XCTAssertTrue(try c.reply().hasPrefix("250")) }
         XCTAssertTrue(try c.reply().hasPrefix("354"))
-        c.sendBytes(EmailTestCase.mail(to: "support@chorus.test", subject: "fine", body: "..leading dot\nok", messageID: "fine@outside.example")
+        try c.sendBytes(EmailTestCase.mail(to: "support@chorus.test", subject: "fine", body: "..leading dot\nok", messageID: "fine@outside.example")
                     + Array(".\r\n".utf8))
         let ok = try c.reply()
         XCTAssertTrue(ok.hasPrefix("250"), ok)
         let ev = try message(subject: "fine")
         XCTAssertEqual(ev["parts"]?.arrayValue?.first?["text"]?.stringValue, ".leading dot\nok", "dot-unstuffed")
-        c.send("QUIT\r\n")
+        try c.send("QUIT\r\n")
         XCTAssertTrue(try c.reply().hasPrefix("221"))
         let subjects = try storedEvents(types: ["message"]).compactMap { $0["context"]?["subject"]?.stringValue }
         XCTAssertEqual(subjects, ["fine"], "only the good mail is stored")

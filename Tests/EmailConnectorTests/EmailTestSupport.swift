@@ -44,7 +44,7 @@ class EmailTestCase: XCTestCase {
     /// whose email instance reads support@example.test over IMAP (STARTTLS), listens for LMTP on
     /// that port, and sends through Postfix's submission port with AUTH.
     func startAll(imap: Bool = true, lmtp: Bool = true, settings extra: [String: String] = [:], waitForIMAP: Bool = true) throws {
-        lmtpPort = try EmailTestCase.freePort()
+        lmtpPort = try freeLoopbackPort()
         servers = try MailServers.start(lmtpRelayPort: lmtpPort)
         try startDaemon(imap: imap, lmtp: lmtp, settings: extra, waitForIMAP: waitForIMAP)
     }
@@ -116,21 +116,12 @@ class EmailTestCase: XCTestCase {
 
     /// Every stored event (optionally of some types), by replay on a second connection.
     func storedEvents(types: Set<String>? = nil) throws -> [JSONValue] {
-        let c = try ChorusConnection(path: daemon.socketPath, timeoutMilliseconds: 10_000)
-        defer { c.close() }
-        return try EventWait.replayAll(c, types: types)
+        try EventWait.stored(socketPath: daemon.socketPath, types: types)
     }
 
     /// Sends and waits for the final send status (`sent` or `failed`).
     func sendAndWait(_ message: JSONValue, timeoutMs: Int = 60_000) throws -> JSONValue {
-        let r = try connection.request(.send(idempotencyKey: nil, message: message))
-        guard case .reply("accepted", _, let body) = r, let id = body["message_id"]?.stringValue else {
-            throw TestKitError("send not accepted: \(r)")
-        }
-        return try event(timeoutMs: timeoutMs) { ev in
-            ev["type"]?.stringValue == "status" && ev["status"]?["message_id"]?.stringValue == id
-                && ["sent", "failed"].contains(ev["status"]?["state"]?.stringValue ?? "")
-        }
+        try EventWait.sendAndWait(connection, message, timeoutMs: timeoutMs, seen: { received.append($0) })
     }
 
     func waitFor(timeout: TimeInterval = 10, _ what: String = "condition", _ condition: () throws -> Bool) throws {
@@ -169,76 +160,5 @@ class EmailTestCase: XCTestCase {
         }
         let prefix = name.lowercased() + ":"
         return unfolded.first { $0.lowercased().hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces) }
-    }
-
-    /// A free TCP port on 127.0.0.1 (bound, read, released).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestKitError("socket failed") }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard ok else { throw TestKitError("bind failed: errno \(errno)") }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-}
-
-/// A minimal LMTP client over a blocking socket, for the hostile-input tests (Postfix never sends garbage).
-final class RawLMTP {
-    let fd: Int32
-    private var buffer: [UInt8] = []
-
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = UInt16(port).bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard rc == 0 else { close(fd); throw TestKitError("cannot connect to LMTP port \(port): errno \(errno)") }
-        var tv = timeval(tv_sec: 30, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    deinit { close(fd) }
-
-    func send(_ s: String) { sendBytes(Array(s.utf8)) }
-
-    func sendBytes(_ b: [UInt8]) {
-        var off = 0
-        while off < b.count {
-            let n = b.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, b.count - off, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
-            off += n
-        }
-    }
-
-    /// One reply line (without CRLF); throws on timeout or EOF.
-    func line() throws -> String {
-        while true {
-            if let i = buffer.firstIndex(of: 10) {
-                let l = String(decoding: buffer[..<i], as: UTF8.self).trimmingCharacters(in: .newlines)
-                buffer.removeSubrange(...i)
-                return l
-            }
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            guard n > 0 else { throw TestKitError("LMTP connection closed or timed out (errno \(errno))") }
-            buffer += chunk[0..<n]
-        }
-    }
-
-    /// A whole (possibly multi-line) reply: its last line.
-    func reply() throws -> String {
-        while true {
-            let l = try line()
-            if l.count < 4 || l[l.index(l.startIndex, offsetBy: 3)] != "-" { return l }
-        }
     }
 }

@@ -5,25 +5,7 @@ import XCTest
 
 /// The libetpan IMAP client against the real Dovecot of the test harness: TLS with CA verification, login,
 /// search, fetch, flags, move, IDLE and interrupt.
-final class IMAPClientTests: XCTestCase {
-    nonisolated(unsafe) private static var servers: MailServers?
-    nonisolated(unsafe) private static var startError: Error?
-
-    override class func setUp() {
-        super.setUp()
-        do { servers = try MailServers.start() } catch { startError = error }
-    }
-
-    override class func tearDown() {
-        servers?.stop()
-        servers = nil
-        super.tearDown()
-    }
-
-    private func mail() throws -> MailServers {
-        if let error = Self.startError { throw error }
-        return try XCTUnwrap(Self.servers)
-    }
+final class IMAPClientTests: MailServerTestCase {
 
     /// A user of its own for one test, so tests never see each other's mail.
     private func freshUser(_ servers: MailServers) throws -> String {

@@ -30,10 +30,10 @@ final class MailServersTests: XCTestCase {
         XCTAssertEqual(Set(ports).count, ports.count, "ports clash: \(ports)")
         XCTAssertNotEqual(sets[0].directory, sets[1].directory)
         for s in sets {
-            let imap = try LineSocket(port: s.imapPort)
-            XCTAssertTrue(try imap.readLine().hasPrefix("* OK"))
-            let smtp = try LineSocket(port: s.smtpPort)
-            XCTAssertTrue(try smtp.readLine().hasPrefix("220 mail.example.test ESMTP"))
+            let imap = try LineClient(port: s.imapPort)
+            XCTAssertTrue(try imap.line().hasPrefix("* OK"))
+            let smtp = try LineClient(port: s.smtpPort)
+            XCTAssertTrue(try smtp.line().hasPrefix("220 mail.example.test ESMTP"))
         }
         // Each set has its own mailboxes.
         try sets[0].deliver(to: "customer@example.test", raw: Self.message(from: "a@outside.test", to: "customer@example.test", subject: "set 0").raw)
@@ -43,9 +43,12 @@ final class MailServersTests: XCTestCase {
         for s in sets {
             let dir = s.directory
             let setPorts = Self.ports(s)
+            let stopping = Date()
             s.stop()
+            // SIGTERM works even for a set started from a Dispatch worker thread (which blocks signals).
+            XCTAssertLessThan(Date().timeIntervalSince(stopping), 5, "the servers needed SIGKILL")
             s.stop() // idempotent
-            for p in setPorts { XCTAssertFalse(LineSocket.accepts(port: p), "port \(p) still open after stop") }
+            for p in setPorts { XCTAssertFalse(LineClient.accepts(port: p), "port \(p) still open after stop") }
             XCTAssertFalse(FileManager.default.fileExists(atPath: dir), "\(dir) left behind")
         }
     }
@@ -107,17 +110,17 @@ final class MailServersTests: XCTestCase {
         defer { servers.stop() }
         // The IMAP port offers STARTTLS. (Dovecot counts a loopback client whose address equals its own as secure
         // and so allows plaintext LOGIN there too; Postfix's submission port does refuse mail before STARTTLS.)
-        let imap = try LineSocket(port: servers.imapPort)
-        let greeting = try imap.readLine()
+        let imap = try LineClient(port: servers.imapPort)
+        let greeting = try imap.line()
         XCTAssertTrue(greeting.hasPrefix("* OK") && greeting.contains("STARTTLS"), greeting)
-        let sub = try LineSocket(port: servers.submissionPort)
-        _ = try sub.readLine()
+        let sub = try LineClient(port: servers.submissionPort)
+        _ = try sub.line()
         try sub.send("EHLO client.test\r\n")
-        let ehlo = try sub.readReply()
+        let ehlo = try sub.fullReply()
         XCTAssertTrue(ehlo.contains("STARTTLS"), ehlo)
         XCTAssertFalse(ehlo.contains("AUTH"), "AUTH offered before TLS: \(ehlo)")
         try sub.send("MAIL FROM:<support@example.test>\r\n")
-        XCTAssertTrue(try sub.readReply().hasPrefix("530"), "mail accepted without TLS")
+        XCTAssertTrue(try sub.fullReply().hasPrefix("530"), "mail accepted without TLS")
 
         // Each TLS endpoint presents a chain that verifies against caFile for localhost and 127.0.0.1 ...
         guard let smtps = servers.smtpsPort else { return XCTFail("the harness offers no smtps port") }
@@ -179,7 +182,7 @@ final class MailServersTests: XCTestCase {
     }
 
     func testPostfixDeliversToTheRelayOnceItComesUp() throws {
-        let port = try LineSocket.unusedPort()
+        let port = try freeLoopbackPort()
         let servers = try MailServers.start(lmtpRelayPort: port)
         defer { servers.stop() }
         let m = Self.message(from: "customer@example.test", to: "y@chorus.test", subject: "while chorus is down")
@@ -211,11 +214,11 @@ final class MailServersTests: XCTestCase {
         guard status == 0, let info = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any],
               let ports = info["ports"] as? [String: Int], let imap = ports["imap"], let smtp = ports["smtp"]
         else { return XCTFail("bad start output: \(out)") }
-        XCTAssertTrue(LineSocket.accepts(port: imap))
+        XCTAssertTrue(LineClient.accepts(port: imap))
         parent.terminate()
         parent.waitUntilExit()
         try waitUntil(timeout: 20, "the watchdog to stop the servers") {
-            !LineSocket.accepts(port: imap) && !LineSocket.accepts(port: smtp)
+            !LineClient.accepts(port: imap) && !LineClient.accepts(port: smtp)
         }
     }
 
@@ -250,85 +253,6 @@ private final class Results: @unchecked Sendable {
     func fail(_ e: String) { lock.lock(); errors.append(e); lock.unlock() }
 }
 
-/// A blocking line-oriented TCP client on 127.0.0.1.
-private final class LineSocket {
-    let fd: Int32
-    private var buffer: [UInt8] = []
-
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestKitError("socket failed: errno \(errno)") }
-        var tv = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = LineSocket.address(port)
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard rc == 0 else { let e = errno; close(fd); throw TestKitError("connect to 127.0.0.1:\(port) failed: errno \(e)") }
-    }
-
-    init(fd: Int32) { self.fd = fd }
-    deinit { close(fd) }
-
-    static func address(_ port: Int) -> sockaddr_in {
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return addr
-    }
-
-    /// Whether something listens on 127.0.0.1:port.
-    static func accepts(port: Int) -> Bool { (try? LineSocket(port: port)) != nil }
-
-    /// A port nothing listens on right now.
-    static func unusedPort() throws -> Int {
-        let s = try TinyLMTPServer.listeningSocket(port: 0)
-        defer { close(s.fd) }
-        return s.port
-    }
-
-    func send(_ text: String) throws {
-        let bytes = Array(text.utf8)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { throw TestKitError("send failed: errno \(errno)") }
-            off += n
-        }
-    }
-
-    /// One line without its CRLF; nil at end of stream.
-    func readLineOrNil() throws -> String? {
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            if let i = buffer.firstIndex(of: 10) {
-                var line = Array(buffer[..<i])
-                buffer.removeFirst(i + 1)
-                if line.last == 13 { line.removeLast() }
-                return String(decoding: line, as: UTF8.self)
-            }
-            let n = recv(fd, &chunk, chunk.count, 0)
-            if n == 0 { return nil }
-            if n < 0 { throw TestKitError("recv failed: errno \(errno)") }
-            buffer.append(contentsOf: chunk[0..<n])
-        }
-    }
-
-    func readLine() throws -> String {
-        guard let l = try readLineOrNil() else { throw TestKitError("connection closed") }
-        return l
-    }
-
-    /// A complete (possibly multi-line) SMTP reply.
-    func readReply() throws -> String {
-        var lines: [String] = []
-        while true {
-            let l = try readLine()
-            lines.append(l)
-            if l.count < 4 || Array(l)[3] != "-" { return lines.joined(separator: "\n") }
-        }
-    }
-}
-
 /// A tiny LMTP server standing in for Chorus's LMTP listener: answers each DATA with the next of `answers`
 /// (the last one repeats) and records every attempt.
 private final class TinyLMTPServer: @unchecked Sendable {
@@ -341,13 +265,17 @@ private final class TinyLMTPServer: @unchecked Sendable {
     private var _attempts: [String] = []
     private var _delivered: [Delivery] = []
     private var stopped = false
+    private var clients: Set<Int32> = []
 
     static func listeningSocket(port: Int) throws -> (fd: Int32, port: Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestKitError("socket failed") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = LineSocket.address(port)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard rc == 0, listen(fd, 16) == 0 else { let e = errno; close(fd); throw TestKitError("bind/listen on \(port) failed: errno \(e)") }
         var bound = sockaddr_in()
@@ -372,7 +300,12 @@ private final class TinyLMTPServer: @unchecked Sendable {
         let was = stopped
         stopped = true
         lock.unlock()
-        if !was { shutdown(listenFD, Int32(SHUT_RDWR)); close(listenFD) }
+        if was { return }
+        shutdown(listenFD, Int32(SHUT_RDWR))
+        close(listenFD)
+        lock.lock()
+        for fd in clients { shutdown(fd, Int32(SHUT_RDWR)) }
+        lock.unlock()
     }
 
     func waitForDeliveries(_ n: Int, timeout: Double, context: @autoclosure () -> String) throws -> [Delivery] {
@@ -394,16 +327,25 @@ private final class TinyLMTPServer: @unchecked Sendable {
             }
             var tv = timeval(tv_sec: 30, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            serve(LineSocket(fd: fd))
+            lock.lock(); clients.insert(fd); lock.unlock()
+            // Postfix may keep a connection cached while it opens another: one thread per connection.
+            let t = Thread { [self] in
+                let c = LineClient(adopting: fd)
+                withExtendedLifetime(c) {
+                    serve(c)
+                    lock.lock(); clients.remove(fd); lock.unlock()
+                }
+            }
+            t.start()
         }
     }
 
     /// One LMTP session (RFC 2033): LHLO, then transactions until QUIT.
-    private func serve(_ c: LineSocket) {
+    private func serve(_ c: LineClient) {
         do {
             try c.send("220 chorus.test LMTP ready\r\n")
             var from = "", rcpts: [String] = []
-            while let line = try c.readLineOrNil() {
+            while let line = try c.lineOrNil() {
                 let verb = line.prefix(4).uppercased()
                 switch verb {
                 case "LHLO": try c.send("250-chorus.test\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n")
@@ -417,7 +359,7 @@ private final class TinyLMTPServer: @unchecked Sendable {
                 case "DATA":
                     try c.send("354 go ahead\r\n")
                     var data: [UInt8] = []
-                    while let l = try c.readLineOrNil(), l != "." {
+                    while let l = try c.lineOrNil(), l != "." {
                         data += Array((l.hasPrefix(".") ? String(l.dropFirst()) : l).utf8) + [13, 10]
                     }
                     lock.lock()

@@ -5,25 +5,7 @@ import XCTest
 
 /// SMTP submission with libcurl against the real Postfix of the test harness (STARTTLS + AUTH, smtps),
 /// plus the input checks that need no server.
-final class SMTPSubmitterTests: XCTestCase {
-    nonisolated(unsafe) private static var servers: MailServers?
-    nonisolated(unsafe) private static var startError: Error?
-
-    override class func setUp() {
-        super.setUp()
-        do { servers = try MailServers.start() } catch { startError = error }
-    }
-
-    override class func tearDown() {
-        servers?.stop()
-        servers = nil
-        super.tearDown()
-    }
-
-    private func mail() throws -> MailServers {
-        if let error = Self.startError { throw error }
-        return try XCTUnwrap(Self.servers)
-    }
+final class SMTPSubmitterTests: MailServerTestCase {
 
     private func settings(_ servers: MailServers, port: Int? = nil, security: MailSecurity = .starttls,
                           user: String? = "support@example.test", password: String? = MailServers.password) -> SMTPSettings

@@ -88,23 +88,6 @@ enum SMSTestSupport {
         }
     }
 
-    /// A free TCP port on 127.0.0.1 (bound, read, released).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestKitError("socket failed") }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let rc = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard rc else { throw TestKitError("bind failed: errno \(errno)") }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     /// A parameter set from `Tests/Fixtures/sms`, in file order.
     static func fixture(_ name: String) throws -> [(String, String)] {
         let data = try Data(contentsOf: URL(fileURLWithPath: root + "/Tests/Fixtures/sms/\(name).json"))
@@ -154,7 +137,7 @@ class SMSTestCase: XCTestCase {
     func startDaemon(settings extra: [String: String] = [:]) throws {
         fake = try FakeTwilio()
         let dir = TestPaths.temporaryDirectory("sms-test")
-        let port = try SMSTestSupport.freePort()
+        let port = try freeLoopbackPort()
         publicBaseURL = "http://127.0.0.1:\(port)"
         let tokenFile = dir + "/twilio.token"
         try (FakeTwilio.authToken + "\n").write(toFile: tokenFile, atomically: true, encoding: .utf8)
@@ -218,21 +201,12 @@ class SMSTestCase: XCTestCase {
 
     /// Every stored event (optionally of some types), by replay on a second connection.
     func storedEvents(types: Set<String>? = nil) throws -> [JSONValue] {
-        let c = try ChorusConnection(path: daemon.socketPath, timeoutMilliseconds: 10_000)
-        defer { c.close() }
-        return try EventWait.replayAll(c, types: types)
+        try EventWait.stored(socketPath: daemon.socketPath, types: types)
     }
 
     /// Sends a message and waits for its final send status (`sent` or `failed`).
     func sendAndWait(_ message: JSONValue, timeoutMs: Int = 20_000) throws -> JSONValue {
-        let r = try connection.request(.send(idempotencyKey: nil, message: message))
-        guard case .reply("accepted", _, let body) = r, let id = body["message_id"]?.stringValue else {
-            throw TestKitError("send not accepted: \(r)")
-        }
-        return try event(timeoutMs: timeoutMs) { ev in
-            ev["type"]?.stringValue == "status" && ev["status"]?["message_id"]?.stringValue == id
-                && ["sent", "failed"].contains(ev["status"]?["state"]?.stringValue ?? "")
-        }
+        try EventWait.sendAndWait(connection, message, timeoutMs: timeoutMs, seen: { received.append($0) })
     }
 
     /// A text message to `to` through the SMS instance.

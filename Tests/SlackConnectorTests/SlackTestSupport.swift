@@ -182,14 +182,7 @@ class SlackTestCase: XCTestCase {
 
     /// Sends and waits for the send's final status (`sent` or `failed`).
     func sendAndWait(_ c: ChorusConnection, _ message: JSONValue, timeoutMs: Int = 20_000) throws -> JSONValue {
-        let r = try c.request(.send(idempotencyKey: nil, message: message))
-        guard case .reply("accepted", _, let body) = r, let id = body["message_id"]?.stringValue else {
-            throw TestKitError("send not accepted: \(r)")
-        }
-        return try event(c, timeoutMs: timeoutMs) { ev in
-            ev["type"]?.stringValue == "status" && ev["status"]?["message_id"]?.stringValue == id
-                && ["sent", "failed"].contains(ev["status"]?["state"]?.stringValue ?? "")
-        }
+        try EventWait.sendAndWait(c, message, timeoutMs: timeoutMs, seen: { received.append($0) })
     }
 
     func stats(_ c: ChorusConnection) throws -> JSONObject {

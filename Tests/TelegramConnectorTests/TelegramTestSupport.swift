@@ -153,14 +153,7 @@ class TelegramTestCase: XCTestCase {
     func sendAndWait(_ c: ChorusConnection, _ message: JSONValue, timeoutMs: Int = 20_000,
                      file: StaticString = #filePath, line: UInt = #line) throws -> JSONValue
     {
-        let r = try c.request(.send(idempotencyKey: nil, message: message))
-        guard case .reply("accepted", _, let body) = r, let id = body["message_id"]?.stringValue else {
-            throw TestKitError("send not accepted: \(r)")
-        }
-        return try event(c, timeoutMs: timeoutMs) { ev in
-            ev["type"]?.stringValue == "status" && ev["status"]?["message_id"]?.stringValue == id
-                && ["sent", "failed"].contains(ev["status"]?["state"]?.stringValue ?? "")
-        }
+        try EventWait.sendAndWait(c, message, timeoutMs: timeoutMs, seen: { received.append($0) })
     }
 
     func waitFor(timeout: TimeInterval = 10, _ what: String = "condition", _ condition: () throws -> Bool) throws {

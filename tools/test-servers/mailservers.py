@@ -25,6 +25,12 @@ if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3") and 
     os.environ["CHORUS_MAILSERVERS_REEXEC"] = "1"
     os.execv("/usr/bin/python3", ["/usr/bin/python3", os.path.abspath(__file__)] + sys.argv[1:])
 
+import signal
+
+# Started from a thread that blocks signals (e.g. a Dispatch worker in the tests), this process and every
+# daemon it starts would inherit the mask, and Dovecot would then never see SIGTERM: start from a clean one.
+signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
 import argparse
 import base64
 import fcntl
@@ -33,8 +39,6 @@ import imaplib
 import json
 import pwd
 import re
-import shutil
-import signal
 import smtplib
 import socket
 import ssl
@@ -782,6 +786,8 @@ def cmd_start(args):
     if os.geteuid() != 0:
         raise Failure("start must run as root: Dovecot and Postfix switch to their own users")
     lay = Layout(args.dir)
+    if args.parent_pid and proc_start_time(args.parent_pid) is None:
+        raise Failure("--parent-pid %d: no such process" % args.parent_pid)
     os.makedirs(lay.dir, exist_ok=True)
     if os.path.exists(lay.servers_json):
         info = json.load(open(lay.servers_json))
@@ -801,6 +807,22 @@ def cmd_start(args):
     users = read_users(lay) or {u: DEFAULT_PASSWORD for u in DEFAULT_USERS}
     write_users(lay, users, uid, gid)
 
+    # A port picked free can be taken by another program before the server binds it: then try new ones.
+    for attempt in range(1, 4):
+        try:
+            info = launch(lay, args)
+            break
+        except Failure as e:
+            if "Address already in use" not in str(e) or attempt == 3:
+                raise
+            if os.path.exists(lay.stopping):
+                os.unlink(lay.stopping)
+    print(json.dumps(info, indent=2, sort_keys=True))
+    return 0
+
+
+def launch(lay, args):
+    """One attempt at starting the servers on fresh ports; on failure, stops what it started."""
     pids = {}
     info = {}
     try:
@@ -838,8 +860,7 @@ def cmd_start(args):
             write_json(lay.servers_json, {"directory": lay.dir, "pids": pids})
         stop_servers(lay)
         raise
-    print(json.dumps(info, indent=2, sort_keys=True))
-    return 0
+    return info
 
 
 def stop_servers(lay, from_watchdog=False):
