@@ -74,12 +74,19 @@ final class ThreadBook {
             // Keep the root (first) and the newest ones, as RFC 5322 §3.6.4 suggests for long threads.
             t.references = [t.references[0]] + t.references.suffix(ThreadBook.maxReferences - 1)
         }
-        return host.kvPut("mid:" + messageID, Array(chat.utf8))
-            && host.kvPut("chat:" + chat, JSONWriter.encode(t.json))
+        // A thread's root needs no `mid:` entry: `chat(…)` derives `<root>` from any reply naming it
+        // first in References or in In-Reply-To. Each kv_put is a synchronous commit, so the common
+        // case — a new thread — costs one write instead of two.
+        if chat != "<" + messageID + ">" {
+            guard host.kvPut("mid:" + messageID, Array(chat.utf8)) else { return false }
+        }
+        return host.kvPut("chat:" + chat, JSONWriter.encode(t.json))
     }
 
-    /// Whether this instance recorded `messageID` (a message it received or sent).
-    func knows(_ messageID: String) -> Bool { host.kvGet("mid:" + messageID) != nil }
+    /// Whether this instance recorded `messageID` (a message it received or sent, or the root of a thread it knows).
+    func knows(_ messageID: String) -> Bool {
+        host.kvGet("mid:" + messageID) != nil || host.kvGet("chat:<" + messageID + ">") != nil
+    }
 
     /// The subject without leading reply/forward markers ("Re:", "RE:", "Aw:", "Fwd:", "[External] Re:" is kept as is).
     static func baseSubject(_ subject: String) -> String {
