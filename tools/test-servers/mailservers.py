@@ -33,6 +33,7 @@ signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 import argparse
 import base64
+import contextlib
 import fcntl
 import grp
 import imaplib
@@ -960,6 +961,19 @@ def imap_quote(name):
     return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@contextlib.contextmanager
+def imap_session(lay, info, user):
+    """An IMAPS session logged in as `user`, logged out (best effort) when the block ends."""
+    c = imap_login(lay, info, user)
+    try:
+        yield c
+    finally:
+        try:
+            c.logout()
+        except Exception:
+            pass
+
+
 def imap_login(lay, info, user):
     users = info.get("users") or {}
     password = read_users(lay).get(user.lower()) or users.get(user.lower())
@@ -984,8 +998,7 @@ FLAGS_RE = re.compile(rb"FLAGS \(([^)]*)\)")
 def cmd_list(args):
     lay = Layout(args.dir)
     info = load_info(lay)
-    c = imap_login(lay, info, args.user)
-    try:
+    with imap_session(lay, info, args.user) as c:
         typ, data = c.select(imap_quote(args.mailbox), readonly=True)
         if typ != "OK":
             raise Failure("cannot open %s's mailbox %r: %s" % (args.user, args.mailbox, data[0].decode("utf-8", "replace")))
@@ -1021,29 +1034,18 @@ def cmd_list(args):
                     m["flags"] = byuid.get(m["uid"], [])
         messages.sort(key=lambda m: m["uid"])
         print(json.dumps(messages))
-    finally:
-        try:
-            c.logout()
-        except Exception:
-            pass
     return 0
 
 
 def cmd_mkmailbox(args):
     lay = Layout(args.dir)
     info = load_info(lay)
-    c = imap_login(lay, info, args.user)
-    try:
+    with imap_session(lay, info, args.user) as c:
         name = imap_quote(args.name)
         typ, data = c.create(name)
         if typ != "OK" and b"ALREADYEXISTS" not in b" ".join(d for d in data if isinstance(d, bytes)):
             raise Failure("cannot create %s's mailbox %r: %r" % (args.user, args.name, data))
         c.subscribe(name)
-    finally:
-        try:
-            c.logout()
-        except Exception:
-            pass
     return 0
 
 
