@@ -45,8 +45,9 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CGMime", path: "Sources/CGMime", pkgConfig: "gmime-3.0",
                        providers: [.apt(["libgmime-3.0-dev"])]),
-        .systemLibrary(name: "CEtPan", path: "Sources/CEtPan", pkgConfig: "libetpan",
-                       providers: [.apt(["libetpan-dev"])]),
+        // No pkgConfig: libetpan.pc lists every library libetpan itself links (Berkeley DB, SASL, lockfile) and a
+        // dpkg specs file; the module map links libetpan and GnuTLS, the two the shim calls.
+        .systemLibrary(name: "CEtPan", path: "Sources/CEtPan", providers: [.apt(["libetpan-dev"])]),
 
         // MARK: The plugin ABI (the installed header chorus_plugin.h)
         .target(name: "CChorusPlugin", path: "Sources/CChorusPlugin"),

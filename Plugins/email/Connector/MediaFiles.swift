@@ -18,7 +18,7 @@ struct MediaFiles: Sendable {
     /// Lower-case hex SHA-256 of `bytes`.
     static func sha256Hex(_ bytes: [UInt8]) -> String {
         var digest = [UInt8](repeating: 0, count: 32)
-        bytes.withUnsafeBufferPointer { b in _ = cossl_sha256(b.baseAddress, b.count, &digest) }
+        bytes.withUnsafeBufferPointer { b in cossl_sha256(b.baseAddress, b.count, &digest) }
         let hex = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
         out.reserveCapacity(64)
