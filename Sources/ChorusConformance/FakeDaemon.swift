@@ -316,6 +316,14 @@ public final class FakeDaemon: PluginInstanceDelegate {
         return true
     }
 
+    /// Writes to the in-memory store at once and reports the outcome on a later loop turn, as the daemon does.
+    public func instance(_ instance: PluginInstance, kvPutAsync key: String, value: [UInt8]?, completion: @escaping (Bool) -> Void) {
+        note(instance, "kv_put_async(\(key))")
+        let ok = kvWritable
+        if ok { store[instance.name, default: [:]][key] = value }
+        loop.execute { completion(ok) }
+    }
+
     /// Records that the instance reported `stopped`.
     public func instanceStopped(_ instance: PluginInstance) {
         note(instance, "stopped")

@@ -314,6 +314,36 @@ public final class ConnectorHost: @unchecked Sendable {
         return value.withUnsafeBufferPointer { b in api.pointee.kv_put(handle, key, b.baseAddress ?? UnsafePointer(bitPattern: 1), b.count) } == CHORUS_OK
     }
 
+    /// Whether the host offers `kv_put_async` (ABI 1.1); without it `kvPut(_:_:completion:)` writes synchronously.
+    public var hasAsyncKV: Bool { api.pointee.kv_put_async != nil }
+
+    /// Stores (or, with nil, deletes) a value without waiting for the commit: `kvGet` sees it at once, the write
+    /// joins the host's next group commit, and `completion(durable)` runs on the loop thread afterwards. Writes
+    /// and emitted events of one instance become durable in call order, so an event emitted after this call is
+    /// never durable before the write. On a host without `kv_put_async` this is `kvPut(_:_:)` followed by
+    /// `completion` (still after the call returns).
+    public func kvPut(_ key: String, _ value: [UInt8]?, completion: @escaping (Bool) -> Void) {
+        guard let putAsync = api.pointee.kv_put_async else {
+            let durable = kvPut(key, value)
+            post { [box = UncheckedSendableBox(completion)] in box.value(durable) }
+            return
+        }
+        let box = Unmanaged.passRetained(Box(completion)).toOpaque()
+        let callback: chorus_kv_cb = { ud, status in
+            Unmanaged<Box<(Bool) -> Void>>.fromOpaque(ud!).takeRetainedValue().value(status == CHORUS_OK)
+        }
+        let status: chorus_status
+        if let value {
+            status = value.withUnsafeBufferPointer { b in putAsync(handle, key, b.baseAddress ?? UnsafePointer(bitPattern: 1), b.count, callback, box) }
+        } else {
+            status = putAsync(handle, key, nil, 0, callback, box)
+        }
+        if status != CHORUS_OK {
+            let done = Unmanaged<Box<(Bool) -> Void>>.fromOpaque(box).takeRetainedValue().value
+            post { [box = UncheckedSendableBox(done)] in box.value(false) }
+        }
+    }
+
     public func setting(_ key: String) -> String? { api.pointee.setting(handle, key).map { String(cString: $0) } }
 
     public func count(_ name: String, _ delta: Int64 = 1) { api.pointee.counter_add(handle, name, delta) }
@@ -360,4 +390,10 @@ func withKV<R>(_ pairs: [(String, String)], _ body: (UnsafePointer<chorus_kv>?, 
     }
     defer { for p in owned { free(p) } }
     return kvs.withUnsafeBufferPointer { body($0.baseAddress, $0.count) }
+}
+
+/// Carries a loop-thread closure through `post`, whose body must be Sendable; it runs on the loop thread again.
+final class UncheckedSendableBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

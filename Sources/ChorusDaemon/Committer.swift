@@ -147,6 +147,16 @@ final class Committer {
         enqueue(.putKV(instance: "_chorusd", key: "health_probe", value: Array(String(now).utf8))) { _ in }
     }
 
+    /// Gives every queued (not yet submitted) write of `key` the value `value`: a synchronous kv_put
+    /// overtakes queued async writes of the same key, and the last write must win.
+    func rewriteQueuedKV(instance: String, key: String, value: [UInt8]?) {
+        for i in pendingOps.indices {
+            if case .putKV(let inst, let k, _) = pendingOps[i], inst == instance, k == key {
+                pendingOps[i] = .putKV(instance: inst, key: k, value: value)
+            }
+        }
+    }
+
     /// Runs a commit synchronously (the loop waits): for the few operations whose
     /// API promises durability on return (a plugin's kv_put).
     func commitNow(_ ops: [WriteOp]) -> Result<[WriteResult], StoreError> {

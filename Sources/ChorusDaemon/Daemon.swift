@@ -63,6 +63,9 @@ public final class Daemon {
     var exitCode: Int32 = 0
     /// channel message id → send, for status events about recent sends (bounded).
     var recentSends = BoundedMap<String, SendRef>(capacity: 200_000)
+    /// kv_put_async writes queued and not yet committed (instance 0x1F key → value, write number), so kv_get reads its own writes.
+    var pendingKV: [String: (value: [UInt8]?, number: UInt64)] = [:]
+    var kvWrites: UInt64 = 0
     /// conversation id → route, for sends (bounded; the store is the fallback).
     var conversations = BoundedMap<String, ConversationRecord>(capacity: 200_000)
     var conversationByChat = BoundedMap<String, String>(capacity: 200_000)

@@ -316,13 +316,30 @@ extension Daemon: PluginInstanceDelegate {
     }
 
     public func instance(_ instance: PluginInstance, kvGet key: String) -> [UInt8]? {
-        try? loopReader.kv(instance: instance.name, key: key)
+        if let pending = pendingKV[instance.name + "\u{1F}" + key] { return pending.value }
+        return try? loopReader.kv(instance: instance.name, key: key)
     }
 
     public func instance(_ instance: PluginInstance, kvPut key: String, value: [UInt8]?) -> Bool {
-        // Durable on return, as the ABI promises: the loop waits for this one commit.
-        if case .success = committer.commitNow([.putKV(instance: instance.name, key: key, value: value)]) { return true }
-        return false
+        // A kv_put_async of this key still queued would land after this write: give it this value, so the last write wins.
+        committer.rewriteQueuedKV(instance: instance.name, key: key, value: value)
+        // Durable on return, as the ABI promises: the loop waits for this one commit. An async write already
+        // on the writer thread commits first (the writer is serial).
+        guard case .success = committer.commitNow([.putKV(instance: instance.name, key: key, value: value)]) else { return false }
+        pendingKV.removeValue(forKey: instance.name + "\u{1F}" + key)
+        return true
+    }
+
+    public func instance(_ instance: PluginInstance, kvPutAsync key: String, value: [UInt8]?, completion: @escaping (Bool) -> Void) {
+        let slot = instance.name + "\u{1F}" + key
+        kvWrites += 1
+        let number = kvWrites
+        pendingKV[slot] = (value, number)
+        // The same queue as emitted events: an event emitted after this write is committed with it or after it.
+        committer.enqueue(.putKV(instance: instance.name, key: key, value: value)) { [weak self] result in
+            if let self, self.pendingKV[slot]?.number == number { self.pendingKV.removeValue(forKey: slot) }
+            if case .success = result { completion(true) } else { completion(false) }
+        }
     }
 
     // MARK: HTTP ingress

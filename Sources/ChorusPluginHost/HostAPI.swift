@@ -93,6 +93,11 @@ enum HostAPI {
             i.hostCounterAdd(String(cString: name), delta)
         }
         api.stopped = { inst in PluginInstance.from(inst)?.hostStopped() }
+        api.kv_put_async = { inst, key, value, length, cb, ud in
+            guard let i = PluginInstance.from(inst), let key else { return CHORUS_ERR_INVALID }
+            return i.hostKVPutAsync(String(cString: key), value: value.map { Array(UnsafeBufferPointer(start: $0, count: length)) },
+                                    cb: cb, userData: ud)
+        }
         p.initialize(to: api)
         return UnsafePointer(p)
     }()

@@ -20,6 +20,9 @@ public protocol PluginInstanceDelegate: AnyObject {
     func instance(_ instance: PluginInstance, kvGet key: String) -> [UInt8]?
     /// Durable when it returns true.
     func instance(_ instance: PluginInstance, kvPut key: String, value: [UInt8]?) -> Bool
+    /// Queues the write into the next commit; `kvGet` sees it at once; `completion(durable)` runs later
+    /// on the loop, and writes of one instance (with its events) become durable in call order.
+    func instance(_ instance: PluginInstance, kvPutAsync key: String, value: [UInt8]?, completion: @escaping (Bool) -> Void)
     /// All pending sends have been reported after `stop`.
     func instanceStopped(_ instance: PluginInstance)
 }
@@ -317,6 +320,15 @@ public final class PluginInstance {
         return delegate.instance(self, kvPut: key, value: value) ? CHORUS_OK : CHORUS_ERR_UNAVAILABLE
     }
 
+    func hostKVPutAsync(_ key: String, value: [UInt8]?, cb: chorus_kv_cb?, userData: UnsafeMutableRawPointer?) -> chorus_status {
+        guard let delegate else { return CHORUS_ERR_UNAVAILABLE }
+        let call = KVCallback(cb: cb, userData: userData)
+        delegate.instance(self, kvPutAsync: key, value: value) { durable in
+            call.cb?(call.userData, durable ? CHORUS_OK : CHORUS_ERR_UNAVAILABLE)
+        }
+        return CHORUS_OK
+    }
+
     func hostCounterAdd(_ name: String, _ delta: Int64) { counters[name, default: 0] += delta }
 
     func hostStopped() {
@@ -464,4 +476,10 @@ func withCResponse(_ r: HTTPClientResponse, _ body: (UnsafePointer<chorus_http_c
             }
         }
     }
+}
+
+/// A plugin's kv_put_async callback, called back on the loop thread.
+struct KVCallback: @unchecked Sendable {
+    let cb: chorus_kv_cb?
+    let userData: UnsafeMutableRawPointer?
 }

@@ -440,6 +440,6 @@ final class HostServicesIntegrationTests: XCTestCase {
         let r = try d.post("/webhooks/probe/probe", json: "{}")
         XCTAssertEqual(r.status, 200, r.body + d.logText)
         XCTAssertTrue(r.body.hasPrefix("http=200 bytes="), r.body)
-        XCTAssertTrue(r.body.contains("fd=x post=ok timer=ok kv=ok off_loop=0"), r.body)
+        XCTAssertTrue(r.body.contains("fd=x post=ok timer=ok kv=ok kv_async=ok off_loop=0"), r.body)
     }
 }

@@ -168,6 +168,11 @@ typedef struct chorus_settings {
 typedef void (*chorus_emit_cb)(void *user_data, chorus_status status,
                                const char *chorus_id, const char *detail);
 
+/* The result of kv_put_async: CHORUS_OK once the write is durable, else
+ * CHORUS_ERR_UNAVAILABLE (it was not stored). Runs on the loop thread, after
+ * kv_put_async has returned. */
+typedef void (*chorus_kv_cb)(void *user_data, chorus_status status);
+
 /* An HTTP request arrived on a route the plugin registered. The plugin must
  * eventually call host->http_respond(exchange, ...) exactly once, possibly
  * after returning (for example once emit_event has committed). */
@@ -296,7 +301,17 @@ typedef struct chorus_host_api {
     /* Tell the host that `stop` has finished (all pending sends reported). */
     void (*stopped)(chorus_host_instance *inst);
 
-    void *reserved[16];
+    /* Since ABI 1.1 — NULL on older hosts: check it before calling.
+     * Like kv_put, but the write joins the host's next group commit and the
+     * call returns at once; `cb` (may be NULL) reports when it is durable.
+     * kv_get sees the value at once. An instance's writes — kv_put_async,
+     * kv_put, emit_event — become durable in call order, so an event emitted
+     * after a kv_put_async is never durable before that write. */
+    chorus_status (*kv_put_async)(chorus_host_instance *inst, const char *key,
+                                  const uint8_t *value, size_t length,
+                                  chorus_kv_cb cb, void *user_data);
+
+    void *reserved[15];
 } chorus_host_api;
 
 /* ------------------------------------------------------------------------ */

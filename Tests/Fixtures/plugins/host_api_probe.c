@@ -37,7 +37,7 @@ typedef struct probe_run {
     int http_status;
     size_t http_bytes;
     char fd_byte;
-    int posted, timer_fired, kv_ok, off_loop_calls;
+    int posted, timer_fired, kv_ok, kv_async_ok, off_loop_calls;
     int pending;
     char text[256];
 } probe_run;
@@ -56,11 +56,29 @@ static void on_committed(void *user_data, chorus_status status, const char *chor
     free(run);
 }
 
+static void step_done(probe_run *run);
+
+/* kv_get of `key` equals `want`. */
+static int kv_equals(probe_run *run, const char *key, const char *want) {
+    uint8_t buf[32];
+    size_t len = 0;
+    return run->inst->host->kv_get(run->inst->hi, key, buf, sizeof buf, &len) == CHORUS_OK && len == strlen(want) &&
+           memcmp(buf, want, len) == 0;
+}
+
+/* kv_put_async reported: durable, on the loop, and the later synchronous kv_put of the same key still wins. */
+static void on_kv_async(void *user_data, chorus_status status) {
+    probe_run *run = user_data;
+    check_thread(run);
+    run->kv_async_ok = run->kv_async_ok && status == CHORUS_OK && kv_equals(run, "probe-async", "sync-wins");
+    step_done(run);
+}
+
 static void step_done(probe_run *run) {
     if (--run->pending > 0) return;
-    snprintf(run->text, sizeof run->text, "http=%d bytes=%zu fd=%c post=%s timer=%s kv=%s off_loop=%d", run->http_status,
+    snprintf(run->text, sizeof run->text, "http=%d bytes=%zu fd=%c post=%s timer=%s kv=%s kv_async=%s off_loop=%d", run->http_status,
              run->http_bytes, run->fd_byte ? run->fd_byte : '-', run->posted ? "ok" : "no", run->timer_fired ? "ok" : "no",
-             run->kv_ok ? "ok" : "no", run->off_loop_calls);
+             run->kv_ok ? "ok" : "no", run->kv_async_ok ? "ok" : "no", run->off_loop_calls);
     char json[1024];
     int n = snprintf(json, sizeof json,
                      "{\"type\":\"message\",\"channel_ids\":{\"chat\":\"probe\"},\"sender\":{\"id\":\"probe\"},"
@@ -119,7 +137,7 @@ static void on_probe(void *user_data, chorus_http_exchange *exchange, const chor
     probe_run *run = calloc(1, sizeof *run);
     run->inst = inst;
     run->exchange = exchange;
-    run->pending = 5;
+    run->pending = 6;
     /* kv round trip (synchronous, durable). */
     const char *value = "probe-value";
     uint8_t buf[32];
@@ -128,6 +146,18 @@ static void on_probe(void *user_data, chorus_http_exchange *exchange, const chor
                  inst->host->kv_get(inst->hi, "probe-key", buf, sizeof buf, &len) == CHORUS_OK && len == strlen(value) &&
                  memcmp(buf, value, len) == 0;
     step_done(run);
+    /* kv_put_async (ABI 1.1): read-your-writes at once, then a synchronous kv_put of the same key overtakes it. */
+    if (CHORUS_HAS_FIELD(inst->host, chorus_host_api, kv_put_async) && inst->host->kv_put_async) {
+        const char *queued = "queued";
+        int returned = inst->host->kv_put_async(inst->hi, "probe-async", (const uint8_t *)queued, strlen(queued), on_kv_async, run) == CHORUS_OK;
+        int seen_at_once = kv_equals(run, "probe-async", "queued");
+        const char *sync_value = "sync-wins";
+        int sync_ok = inst->host->kv_put(inst->hi, "probe-async", (const uint8_t *)sync_value, strlen(sync_value)) == CHORUS_OK;
+        run->kv_async_ok = returned && seen_at_once && sync_ok;
+        if (!returned) step_done(run);
+    } else {
+        step_done(run);
+    }
     /* timer */
     inst->host->timer_start(inst->hi, 5, 0, on_timer, run);
     /* fd watch + a thread that writes and posts */
