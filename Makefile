@@ -13,7 +13,7 @@ DESTDIR    ?=
 # Debian 12 packages the build, the tests and the tour need.
 # libcurl is the GnuTLS build because libetpan-dev (the email connector's IMAP library) depends on it.
 APT_PACKAGES := pkg-config gcc make libuv1-dev libcurl4-gnutls-dev libsqlite3-dev libhttp-parser-dev \
-                libsystemd-dev libssl-dev libgmime-3.0-dev libetpan-dev python3 python3-jsonschema socat curl
+                libsystemd-dev libssl-dev libgmime-3.0-dev libetpan-dev libjemalloc-dev python3 python3-jsonschema socat curl
 # The real servers the email tests run against (started on loopback by the tests themselves, never as system services).
 TEST_APT_PACKAGES := dovecot-imapd dovecot-lmtpd postfix python3-aiosmtpd openssl
 # Building the Debian package (make deb), and testing it (make test-deb: lintian, systemd-analyze, ip).

@@ -58,34 +58,27 @@ struct Bench: ParsableCommand {
         #"{"from":"cust-\#(from)","name":"Bench Customer","text":"\#(padding)\#(sentNs)","id":"\#(id)"}"#
     }
 
-    /// Posts `total` messages over `connections` keep-alive connections, `perRequest` per webhook.
+    /// Posts `total` messages over `connections` keep-alive connections, `perRequest` per webhook
+    /// (one thread per connection: GCD's pool would cap the concurrency at the core count).
     func load(_ d: TestDaemon, total: Int, perRequest: Int, tag: String) throws {
-        let errors = Counter()
-        let group = DispatchGroup()
         let perConn = (total + connections - 1) / connections
-        for c in 0..<connections {
+        let (_, failed) = runLoadThreads(connections: connections) { c in
             let start = c * perConn, end = min(total, start + perConn)
-            guard start < end else { continue }
-            DispatchQueue.global().async(group: group) {
-                do {
-                    let client = try KeepAliveHTTPClient(port: d.httpPort)
-                    var i = start
-                    while i < end {
-                        let n = min(perRequest, end - i)
-                        var parts: [String] = []
-                        for k in i..<(i + n) { parts.append(Bench.body(from: k % 1000, id: "\(tag)-\(k)", sentNs: monotonicNs())) }
-                        let body = n == 1 ? parts[0] : "[" + parts.joined(separator: ",") + "]"
-                        let status = try client.post(path: "/webhooks/sandbox/messages", body: Array(body.utf8))
-                        if status != 200 { errors.add(1) }
-                        i += n
-                    }
-                } catch {
-                    errors.add(1)
-                }
+            guard start < end else { return (0, 0) }
+            let client = try KeepAliveHTTPClient(port: d.httpPort)
+            var ok = 0, bad = 0
+            var i = start
+            while i < end {
+                let n = min(perRequest, end - i)
+                var parts: [String] = []
+                for k in i..<(i + n) { parts.append(Bench.body(from: k % 1000, id: "\(tag)-\(k)", sentNs: monotonicNs())) }
+                let body = n == 1 ? parts[0] : "[" + parts.joined(separator: ",") + "]"
+                if try client.post(path: "/webhooks/sandbox/messages", body: Array(body.utf8)) == 200 { ok += 1 } else { bad += 1 }
+                i += n
             }
+            return (ok, bad)
         }
-        group.wait()
-        if errors.value > 0 { print("  warning: \(errors.value) requests failed") }
+        if failed > 0 { print("  warning: \(failed) requests failed") }
     }
 
     func throughput(_ d: TestDaemon, pid: Int32, total: Int, perRequest: Int, subscribers: Int) throws {
