@@ -13,6 +13,10 @@ import Glibc
 /// Postfix over LMTP to `127.0.0.1:<lmtpRelayPort>` when one is given. TLS certificates are issued by a private
 /// CA: verify against ``caFile``.
 ///
+/// With `oauth: true`, a test OAuth2 server runs too (``OAuth``): a token endpoint for the refresh_token grant and
+/// the introspection endpoint Dovecot's oauth2 passdb asks, so Dovecot IMAP and Postfix submission (SASL through
+/// Dovecot) accept XOAUTH2 and OAUTHBEARER next to PLAIN and LOGIN.
+///
 /// The servers are stopped by ``stop()``, by `deinit`, when the test process exits (atexit), and by the
 /// script's watchdog when the test process dies without exiting.
 public final class MailServers: @unchecked Sendable {
@@ -41,6 +45,44 @@ public final class MailServers: @unchecked Sendable {
     /// The predefined users.
     public static let users = ["support@example.test", "customer@example.test", "other@example.test"]
 
+    /// The test OAuth2 server of a set started with `oauth: true`.
+    public struct OAuth: Sendable {
+        /// The token endpoint (`POST`, `application/x-www-form-urlencoded`, grant_type=refresh_token).
+        public let tokenURL: String
+        /// The RFC 7662 introspection endpoint Dovecot asks.
+        public let introspectionURL: String
+        /// The one client the server knows.
+        public let clientID: String
+        /// Its secret (client_secret in the form, or HTTP Basic).
+        public let clientSecret: String
+        /// A refresh token per predefined user (the user the issued access tokens are for).
+        public let refreshTokens: [String: String]
+        /// `expires_in` of the access tokens it issues, in seconds.
+        public let tokenLifetime: Int
+
+        /// The refresh token of `user` (one of ``MailServers/users``).
+        public func refreshToken(for user: String) -> String? { refreshTokens[user.lowercased()] }
+    }
+
+    /// The counters of the test OAuth2 server.
+    public struct OAuthStats: Sendable, Equatable {
+        /// Requests to the token endpoint, answered or refused.
+        public let tokenRequests: Int
+        /// Refused token requests (invalid_client, invalid_grant, …).
+        public let tokenErrors: Int
+        /// Access tokens issued (by the token endpoint and by ``MailServers/oauthAccessToken(user:)``).
+        public let tokensIssued: Int
+        /// Introspection requests (each XOAUTH2 login through Dovecot makes one).
+        public let introspections: Int
+        /// Introspections that found an active token.
+        public let activeIntrospections: Int
+        /// Refresh tokens replaced while rotation is on.
+        public let refreshTokensRotated: Int
+    }
+
+    /// The OAuth2 server, when started with `oauth: true`.
+    public let oauth: OAuth?
+
     private let lock = NSLock()
     private var stopped = false
     private var counter = 0
@@ -48,10 +90,14 @@ public final class MailServers: @unchecked Sendable {
     /// Starts Dovecot and Postfix (and whatever else) in a fresh temp dir; `lmtpRelayPort`: Postfix relays mail for
     /// @chorus.test to 127.0.0.1:<port> over LMTP. Returns once every server accepts connections; throws with the
     /// servers' log tails when something cannot start.
-    public static func start(lmtpRelayPort: Int? = nil) throws -> MailServers {
+    ///
+    /// `oauth`: also run the test OAuth2 server (``oauth``) and accept XOAUTH2/OAUTHBEARER; `oauthTokenLifetime` is
+    /// the `expires_in` of its access tokens.
+    public static func start(lmtpRelayPort: Int? = nil, oauth: Bool = false, oauthTokenLifetime: Int = 3600) throws -> MailServers {
         let dir = TestPaths.temporaryDirectory("chorus-mail")
         var args = ["start", dir, "--parent-pid", String(getpid())]
         if let p = lmtpRelayPort { args += ["--lmtp-relay", String(p)] }
+        if oauth { args += ["--oauth", "--oauth-token-lifetime", String(oauthTokenLifetime)] }
         let r = try MailServers.runScript(args, scratch: dir, timeout: 120)
         guard r.status == 0 else {
             _ = try? MailServers.runScript(["stop", dir], scratch: dir, timeout: 60)
@@ -72,16 +118,32 @@ public final class MailServers: @unchecked Sendable {
             _ = try? MailServers.runScript(["stop", dir], scratch: dir, timeout: 60)
             throw TestKitError("\(dir)/servers.json lacks a port or the CA file: \(JSONWriter.encodeString(info))")
         }
+        var oauthInfo: OAuth?
+        if oauth {
+            let o = info["oauth"]
+            guard let tokenURL = o?["token_url"]?.stringValue, let introspection = o?["introspection_url"]?.stringValue,
+                  let clientID = o?["client_id"]?.stringValue, let secret = o?["client_secret"]?.stringValue,
+                  let tokens = o?["refresh_tokens"]?.objectValue
+            else {
+                _ = try? MailServers.runScript(["stop", dir], scratch: dir, timeout: 60)
+                throw TestKitError("\(dir)/servers.json lacks the OAuth2 server: \(JSONWriter.encodeString(info))")
+            }
+            var refresh: [String: String] = [:]
+            for (user, token) in tokens { if let t = token.stringValue { refresh[user] = t } }
+            oauthInfo = OAuth(tokenURL: tokenURL, introspectionURL: introspection, clientID: clientID, clientSecret: secret,
+                              refreshTokens: refresh, tokenLifetime: o?["token_lifetime"]?.intValue.map { Int($0) } ?? oauthTokenLifetime)
+        }
         let servers = MailServers(directory: dir, imapPort: imap, imapsPort: imaps, submissionPort: submission,
                                   smtpsPort: port("smtps"), smtpPort: smtp, lmtpPort: lmtp, authPort: auth,
-                                  caFile: ca, lmtpRelayPort: lmtpRelayPort)
+                                  caFile: ca, lmtpRelayPort: lmtpRelayPort, oauth: oauthInfo)
         MailServersRegistry.add(dir)
         return servers
     }
 
     private init(directory: String, imapPort: Int, imapsPort: Int, submissionPort: Int, smtpsPort: Int?, smtpPort: Int,
-                 lmtpPort: Int, authPort: Int, caFile: String, lmtpRelayPort: Int?)
+                 lmtpPort: Int, authPort: Int, caFile: String, lmtpRelayPort: Int?, oauth: OAuth?)
     {
+        self.oauth = oauth
         self.directory = directory
         self.imapPort = imapPort
         self.imapsPort = imapsPort
@@ -152,10 +214,62 @@ public final class MailServers: @unchecked Sendable {
         try run(["adduser", directory, user, password])
     }
 
-    /// The last lines of the Dovecot and Postfix logs (for failure messages).
+    /// Disconnects every IMAP session of `user` (`doveadm kick`); clients have to log in again.
+    public func kick(user: String) throws {
+        try run(["kick", directory, user])
+    }
+
+    // MARK: OAuth2 server (oauth: true)
+
+    /// A fresh access token for `user` (any user Dovecot knows), valid for the server's token lifetime.
+    public func oauthAccessToken(user: String) throws -> String {
+        try requireOAuth()
+        return try run(["oauth", directory, "token", user]).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Expires every access token issued so far (logins with them fail from now on, as after their real expiry);
+    /// returns how many were still valid. Refresh tokens stay valid.
+    @discardableResult
+    public func oauthExpireAccessTokens() throws -> Int {
+        try requireOAuth()
+        let answer = try oauthAdmin(["expire"])
+        guard let n = answer["expired"]?.intValue else { throw TestKitError("oauth expire answered \(JSONWriter.encodeString(answer))") }
+        return Int(n)
+    }
+
+    /// Turns refresh-token rotation on or off: while on, each refresh answer carries a new refresh token and the
+    /// one used stops working (as some providers do).
+    public func oauthSetRotation(_ on: Bool) throws {
+        try requireOAuth()
+        _ = try oauthAdmin(["rotate", on ? "on" : "off"])
+    }
+
+    /// The OAuth2 server's counters.
+    public func oauthStats() throws -> OAuthStats {
+        try requireOAuth()
+        let a = try oauthAdmin(["stats"])
+        func n(_ key: String) throws -> Int {
+            guard let v = a[key]?.intValue else { throw TestKitError("oauth stats lacks \(key): \(JSONWriter.encodeString(a))") }
+            return Int(v)
+        }
+        return OAuthStats(tokenRequests: try n("token_requests"), tokenErrors: try n("token_errors"), tokensIssued: try n("tokens_issued"),
+                          introspections: try n("introspections"), activeIntrospections: try n("introspections_active"),
+                          refreshTokensRotated: try n("refresh_tokens_rotated"))
+    }
+
+    private func requireOAuth() throws {
+        guard oauth != nil else { throw TestKitError("these mail servers were started without oauth: true") }
+    }
+
+    private func oauthAdmin(_ args: [String]) throws -> JSONValue {
+        let out = try run(["oauth", directory] + args)
+        do { return try JSONParser.parse(out) } catch { throw TestKitError("oauth \(args[0]) printed bad JSON (\(error)): \(out.prefix(300))") }
+    }
+
+    /// The last lines of the Dovecot and Postfix logs (and the OAuth2 server's) for failure messages.
     public func logTail(lines: Int = 40) -> String {
         var out = ""
-        for name in ["dovecot.log", "postfix.log"] {
+        for name in ["dovecot.log", "postfix.log"] + (oauth != nil ? ["oauth.log"] : []) {
             let text = (try? String(contentsOfFile: directory + "/" + name, encoding: .utf8)) ?? ""
             out += "--- \(name) ---\n" + text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n") + "\n"
         }

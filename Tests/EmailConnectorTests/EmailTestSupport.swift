@@ -32,6 +32,12 @@ class EmailTestCase: XCTestCase {
                 if let s = servers { print("mail server logs:\n" + s.logTail()) }
             }
             XCTAssertFalse(d.logText.contains("password = \"\(MailServers.password)\""), "passwords are never logged")
+            if let o = servers?.oauth {
+                for secret in [o.clientSecret] + Array(o.refreshTokens.values) {
+                    XCTAssertFalse(d.logText.contains(secret), "OAuth2 secrets are never logged")
+                }
+                XCTAssertNil(d.logText.range(of: "at-[A-Za-z0-9_-]{32}", options: .regularExpression), "access tokens are never logged")
+            }
             d.stop()
         }
         daemon = nil
@@ -43,9 +49,13 @@ class EmailTestCase: XCTestCase {
     /// Starts the mail servers (Postfix relaying @chorus.test to a port chosen here) and a daemon
     /// whose email instance reads support@example.test over IMAP (STARTTLS), listens for LMTP on
     /// that port, and sends through Postfix's submission port with AUTH.
-    func startAll(imap: Bool = true, lmtp: Bool = true, settings extra: [String: String] = [:], waitForIMAP: Bool = true) throws {
+    ///
+    /// `oauth`: the servers run their OAuth2 token server and the instance uses `auth = "oauth2"` (XOAUTH2 for IMAP
+    /// and SMTP) with the client secret and refresh token given as `_file` settings.
+    func startAll(imap: Bool = true, lmtp: Bool = true, settings extra: [String: String] = [:], waitForIMAP: Bool = true,
+                  oauth: Bool = false) throws {
         lmtpPort = try freeLoopbackPort()
-        servers = try MailServers.start(lmtpRelayPort: lmtpPort)
+        servers = try MailServers.start(lmtpRelayPort: lmtpPort, oauth: oauth)
         try startDaemon(imap: imap, lmtp: lmtp, settings: extra, waitForIMAP: waitForIMAP)
     }
 
@@ -64,9 +74,18 @@ class EmailTestCase: XCTestCase {
                   ("imap_initial", "\"all\"")]
         }
         if lmtp { s.append(("lmtp_listen", "\"127.0.0.1:\(lmtpPort)\"")) }
+        if let o = servers.oauth {
+            s.removeAll { $0.0 == "imap_password" || $0.0 == "smtp_password" }
+            let secret = servers.directory + "/chorus-oauth-client-secret", refresh = servers.directory + "/chorus-oauth-refresh-token"
+            FileManager.default.createFile(atPath: secret, contents: Data((o.clientSecret + "\n").utf8))
+            FileManager.default.createFile(atPath: refresh, contents: Data((o.refreshToken(for: EmailTestCase.support) ?? "") .utf8))
+            s += [("auth", "\"oauth2\""), ("oauth2_token_url", "\"\(o.tokenURL)\""), ("oauth2_client_id", "\"\(o.clientID)\""),
+                  ("oauth2_client_secret_file", "\"\(secret)\""), ("oauth2_refresh_token_file", "\"\(refresh)\""),
+                  ("oauth2_scope", "\"https://mail.google.com/\"")]
+        }
         for (k, v) in extra.sorted(by: { $0.key < $1.key }) {
             s.removeAll { $0.0 == k }
-            s.append((k, v))
+            if !v.isEmpty { s.append((k, v)) }   // "" removes the key
         }
         return "[[instance]]\nname = \"\(instanceName)\"\nplugin = \"email\"\n[instance.settings]\n"
             + s.map { "\($0.0) = \($0.1)" }.joined(separator: "\n") + "\n"

@@ -105,6 +105,17 @@ final class IMAPClientTests: MailServerTestCase {
         XCTAssertTrue(text.lowercased().contains("authentication failed"), text)
     }
 
+    /// An access token for a server without AUTH=XOAUTH2 (the harness without --oauth): `.auth`, naming what it offers.
+    func testAccessTokenForAServerWithoutXOAUTH2IsAnAuthError() throws {
+        let servers = try mail()
+        var withToken = settings(servers, user: "support@example.test")
+        withToken.oauth2AccessToken = "at-some-token"
+        let error = expectError(.auth) { () throws(IMAPError) in try IMAPClient(withToken).connect() }
+        let text = error?.description ?? ""
+        XCTAssertTrue(text.contains("does not offer AUTH=XOAUTH2") && text.contains("AUTH=PLAIN"), text)
+        XCTAssertFalse(text.contains("at-some-token"), text)
+    }
+
     func testMissingMailbox() throws {
         let servers = try mail()
         let client = IMAPClient(settings(servers, user: "support@example.test", mailbox: "NoSuchFolder"))

@@ -99,6 +99,21 @@ final class SMTPSubmitterTests: MailServerTestCase {
         XCTAssertTrue(text.hasPrefix("535"), text)
     }
 
+    /// An access token for a server that offers no AUTH XOAUTH2 (the harness without --oauth): permanent, and no
+    /// fallback to another mechanism.
+    func testAccessTokenForAServerWithoutXOAUTH2FailsPermanently() throws {
+        let servers = try mail()
+        var withToken = settings(servers, password: nil)
+        withToken.oauth2AccessToken = "at-some-token"
+        let result = SMTPSubmitter.submit(withToken, from: "support@example.test", recipients: ["customer@example.test"],
+                                          message: message(to: "customer@example.test", marker: "no-xoauth2"))
+        guard case .failed(let code, let text, let retryable) = result else { return XCTFail("accepted without XOAUTH2") }
+        XCTAssertEqual(code, 0, text)
+        XCTAssertFalse(retryable, text)
+        XCTAssertTrue(text.contains("does not offer AUTH XOAUTH2 (it offers PLAIN LOGIN)"), text)
+        XCTAssertFalse(text.contains("at-some-token"), text)
+    }
+
     func testRecipientRefusedAtRCPTIsPermanent() throws {
         let servers = try mail()
         let result = SMTPSubmitter.submit(settings(servers), from: "support@example.test",

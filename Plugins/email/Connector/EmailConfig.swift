@@ -14,6 +14,14 @@ struct EmailConfig {
         case none
     }
 
+    /// How IMAP and SMTP authenticate.
+    enum Auth: String {
+        /// LOGIN / AUTH PLAIN with `imap_password` and `smtp_password`.
+        case password
+        /// SASL XOAUTH2 with access tokens from the `oauth2_*` settings (Gmail, Microsoft 365).
+        case oauth2
+    }
+
     /// The business mailbox: the From of replies and `channel_ids.account` of every event.
     var address: String
     /// Display name for the From header of replies.
@@ -45,6 +53,11 @@ struct EmailConfig {
     /// SMTP submission, when configured (without it the instance only receives).
     var smtp: SMTPSettings?
 
+    /// How IMAP and SMTP authenticate.
+    var auth: Auth
+    /// The token endpoint and credentials, with `auth = "oauth2"`.
+    var oauth2: OAuth2Settings?
+
     static let known: Set<String> = [
         "address", "display_name", "message_id_domain", "max_message_bytes", "public_base_url", "account",
         "imap_host", "imap_port", "imap_security", "imap_username", "imap_password", "imap_password_file",
@@ -53,6 +66,9 @@ struct EmailConfig {
         "lmtp_listen", "lmtp_recipients",
         "smtp_host", "smtp_port", "smtp_security", "smtp_username", "smtp_password", "smtp_password_file",
         "smtp_password_credential", "smtp_ca_bundle", "smtp_verify_certificate", "smtp_helo", "smtp_timeout_s",
+        "auth", "oauth2_token_url", "oauth2_client_id", "oauth2_client_secret", "oauth2_client_secret_file",
+        "oauth2_client_secret_credential", "oauth2_refresh_token", "oauth2_refresh_token_file",
+        "oauth2_refresh_token_credential", "oauth2_scope",
     ]
 
     init(_ s: ConnectorSettings) throws {
@@ -82,12 +98,21 @@ struct EmailConfig {
             publicBaseURL = v
         }
 
+        // Authentication
+        let authName = s["auth"].flatMap { $0.isEmpty ? nil : $0 } ?? "password"
+        guard let auth = Auth(rawValue: authName) else {
+            throw ConnectorError("setting \"auth\": expected password or oauth2, found \"\(authName)\"")
+        }
+        self.auth = auth
+        oauth2 = try EmailConfig.oauth2Settings(s, auth)
+
         // IMAP
         if let host = s["imap_host"], !host.isEmpty {
             let security = try EmailConfig.security(s, "imap_security")
             let port = try s.int("imap_port", default: security == .tls ? 993 : 143)
             guard (1...65535).contains(port) else { throw ConnectorError("setting \"imap_port\": expected 1 to 65535, found \(port)") }
-            guard let password = s["imap_password"], !password.isEmpty else {
+            let password = s["imap_password"] ?? ""
+            if auth == .password && password.isEmpty {
                 throw ConnectorError("setting \"imap_password\" is required with imap_host (or imap_password_file / imap_password_credential)")
             }
             let timeout = try s.int("imap_timeout_s", default: 60)
@@ -141,9 +166,10 @@ struct EmailConfig {
             guard (1...65535).contains(port) else { throw ConnectorError("setting \"smtp_port\": expected 1 to 65535, found \(port)") }
             let timeout = try s.int("smtp_timeout_s", default: 60)
             guard (1...3600).contains(timeout) else { throw ConnectorError("setting \"smtp_timeout_s\": expected 1 to 3600, found \(timeout)") }
-            let user = s["smtp_username"].flatMap { $0.isEmpty ? nil : $0 }
+            // XOAUTH2 names the mailbox: the user defaults to the address.
+            let user = s["smtp_username"].flatMap { $0.isEmpty ? nil : $0 } ?? (auth == .oauth2 ? address : nil)
             let password = s["smtp_password"].flatMap { $0.isEmpty ? nil : $0.trimmingNewlines() }
-            if user != nil && password == nil {
+            if auth == .password && user != nil && password == nil {
                 throw ConnectorError("setting \"smtp_password\" is required with smtp_username (or smtp_password_file / smtp_password_credential)")
             }
             smtp = SMTPSettings(host: host, port: port, security: security, username: user, password: password,
@@ -154,6 +180,59 @@ struct EmailConfig {
         if imap == nil && lmtpHost == nil && smtp == nil {
             throw ConnectorError("configure at least one of imap_host (read a mailbox), lmtp_listen (receive from an MTA) or smtp_host (send)")
         }
+    }
+
+    /// The `oauth2_*` settings: required with `auth = "oauth2"`, refused without it; passwords are refused with it.
+    static func oauth2Settings(_ s: ConnectorSettings, _ auth: Auth) throws -> OAuth2Settings? {
+        func value(_ key: String) -> String? { s[key].flatMap { $0.isEmpty ? nil : $0.trimmingNewlines() } }
+        let oauthKeys = ["oauth2_token_url", "oauth2_client_id", "oauth2_client_secret", "oauth2_refresh_token", "oauth2_scope"]
+        guard auth == .oauth2 else {
+            if let key = oauthKeys.first(where: { value($0) != nil }) {
+                throw ConnectorError("setting \"\(key)\" needs auth = \"oauth2\" (auth is \"password\")")
+            }
+            return nil
+        }
+        for key in ["imap_password", "smtp_password"] where value(key) != nil {
+            throw ConnectorError("setting \"\(key)\" is not used with auth = \"oauth2\": remove it (the access tokens come from oauth2_refresh_token)")
+        }
+        guard let url = value("oauth2_token_url") else {
+            throw ConnectorError("setting \"oauth2_token_url\" is required with auth = \"oauth2\" "
+                + "(Google: https://oauth2.googleapis.com/token, Microsoft: https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token)")
+        }
+        guard isTokenURL(url) else {
+            throw ConnectorError("setting \"oauth2_token_url\": expected an https URL (http only for a loopback host), found \"\(url)\"")
+        }
+        guard let clientID = value("oauth2_client_id") else {
+            throw ConnectorError("setting \"oauth2_client_id\" is required with auth = \"oauth2\"")
+        }
+        guard let refresh = value("oauth2_refresh_token") else {
+            throw ConnectorError("setting \"oauth2_refresh_token\" is required with auth = \"oauth2\" "
+                + "(give it as oauth2_refresh_token_file or oauth2_refresh_token_credential)")
+        }
+        return OAuth2Settings(tokenURL: url, clientID: clientID, clientSecret: value("oauth2_client_secret"),
+                              refreshToken: refresh, scope: value("oauth2_scope"))
+    }
+
+    /// An https URL, or http to 127.0.0.1 / ::1 / localhost (the secrets travel in the body).
+    static func isTokenURL(_ url: String) -> Bool {
+        guard !url.contains(where: { $0.isWhitespace }) else { return false }
+        let rest: Substring
+        if url.lowercased().hasPrefix("https://") {
+            rest = url.dropFirst(8)
+        } else if url.lowercased().hasPrefix("http://") {
+            rest = url.dropFirst(7)
+            let authority = rest.prefix { $0 != "/" && $0 != "?" }
+            let host: Substring
+            if authority.hasPrefix("[") {
+                host = authority.dropFirst().prefix { $0 != "]" }
+            } else {
+                host = authority.prefix { $0 != ":" }
+            }
+            guard host == "localhost" || host == "::1" || host.hasPrefix("127.") else { return false }
+        } else {
+            return false
+        }
+        return !rest.isEmpty && !rest.hasPrefix("/")
     }
 
     /// `tls` (implicit TLS, the default), `starttls`, or `none` (plain text: only for a server on loopback).

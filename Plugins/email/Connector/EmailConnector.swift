@@ -37,6 +37,8 @@ public final class EmailConnector: Connector {
     private var inbound: EmailInbound
     private var imapWatcher: IMAPWatcher?
     private var lmtp: LMTPListener?
+    /// Access tokens for XOAUTH2, with `auth = "oauth2"` (loop thread; the IMAP worker asks through `onLoop`).
+    private(set) var oauth2: OAuth2TokenSource?
     /// Sends handed over and not yet reported.
     private var pending: Set<SendID> = []
     /// SMTP submissions run here, one at a time per instance, off the loop thread.
@@ -57,6 +59,7 @@ public final class EmailConnector: Connector {
         inbound = EmailInbound(account: config.address, mediaPathPrefix: "/webhooks/\(settings.instanceName)/media/",
                                publicBaseURL: config.publicBaseURL)
         smtpQueue = DispatchQueue(label: "chorus.email.smtp." + settings.instanceName)
+        oauth2 = config.oauth2.map { OAuth2TokenSource(host: host, settings: $0) }
     }
 
     /// Opens the LMTP listener, starts the IMAP watcher and registers the media route.
@@ -80,6 +83,7 @@ public final class EmailConnector: Connector {
             ("imap", config.imap.map { "\($0.host):\($0.port) \($0.security.rawValue) \($0.mailbox)" } ?? "off"),
             ("lmtp", lmtp.map { "\(config.lmtpHost ?? ""):\($0.port)" } ?? "off"),
             ("smtp", config.smtp.map { "\($0.host):\($0.port) \($0.security.rawValue)" } ?? "off"),
+            ("auth", config.oauth2.map { "oauth2 (token endpoint \($0.tokenURL))" } ?? config.auth.rawValue),
         ])
     }
 
@@ -89,9 +93,14 @@ public final class EmailConnector: Connector {
         let new = try EmailConfig(settings)
         guard new.imap?.host == config.imap?.host, new.imap?.port == config.imap?.port,
               new.imap?.username == config.imap?.username, new.imap?.mailbox == config.imap?.mailbox,
-              new.lmtpHost == config.lmtpHost, new.lmtpPort == config.lmtpPort, new.address == config.address
+              new.lmtpHost == config.lmtpHost, new.lmtpPort == config.lmtpPort, new.address == config.address,
+              new.imap == nil || new.auth == config.auth
         else {
-            throw ConnectorError("the IMAP account, the LMTP listener or the address changed: restart the instance (remove and re-add it, or restart chorusd)")
+            throw ConnectorError("the IMAP account or its auth, the LMTP listener or the address changed: restart the instance (remove and re-add it, or restart chorusd)")
+        }
+        if new.oauth2 != config.oauth2 {
+            // New client or refresh token: a fresh source (the IMAP worker takes its next token from it).
+            oauth2 = new.oauth2.map { OAuth2TokenSource(host: host, settings: $0) }
         }
         config = new
         inbound = EmailInbound(account: new.address, mediaPathPrefix: mediaPathPrefix, publicBaseURL: new.publicBaseURL)
@@ -228,10 +237,8 @@ public final class EmailConnector: Connector {
         if !replyTo.isEmpty && !mail.autoSubmitted { thread.to = replyTo }
         for id in mail.references + mail.inReplyTo + [messageID] where !thread.references.contains(id) { thread.references.append(id) }
         thread.last = messageID
-        guard threads.record(messageID: messageID, chat: chat, thread: thread) else {
-            completion(.unavailable("the instance's state could not be written"))
-            return
-        }
+        // Not durable alone: the thread record is committed with the event (or before it), never after it.
+        threads.record(messageID: messageID, chat: chat, thread: thread)
         let event = inbound.messageEvent(mail, messageID: messageID, chat: chat, stored: digests, transport: transport, envelope: envelope)
         host.count("inbound")
         emitInOrder([event], completion: completion)
@@ -313,7 +320,41 @@ public final class EmailConnector: Connector {
         }
     }
 
-    private func submit(_ plan: SendPlan, attachments: [MailAttachment], smtp: SMTPSettings, id: SendID) {
+    /// Submits, with an access token first when `auth = "oauth2"`. A token the server refuses (535) is
+    /// dropped and the submission made once more with a fresh one; refused again, the send fails permanently.
+    private func submit(_ plan: SendPlan, attachments: [MailAttachment], smtp: SMTPSettings, id: SendID, afterRefusal: Bool = false) {
+        guard config.auth == .oauth2 else {
+            submitNow(plan, attachments: attachments, smtp: smtp, id: id, afterRefusal: afterRefusal)
+            return
+        }
+        guard let source = oauth2 else {
+            pending.remove(id)
+            host.sendResult(id, .permanent(code: "not_configured", message: "auth = \"oauth2\" without oauth2 settings"))
+            reportStoppedIfIdle()
+            return
+        }
+        source.token { [weak self] result in
+            guard let self else { return }
+            switch result {
+            case .success(let token):
+                var withToken = smtp
+                withToken.oauth2AccessToken = token
+                self.submitNow(plan, attachments: attachments, smtp: withToken, id: id, afterRefusal: afterRefusal)
+            case .failure(let failure):
+                guard self.pending.remove(id) != nil else { return }
+                if failure.permanent {
+                    self.host.count("send_failed")
+                    self.host.sendResult(id, .permanent(code: "oauth2_\(failure.code)", message: "no OAuth2 access token: \(failure.message)"))
+                } else {
+                    self.host.count("send_retryable")
+                    self.host.sendResult(id, .retryable(code: "oauth2_unavailable", message: "no OAuth2 access token: \(failure.message)"))
+                }
+                self.reportStoppedIfIdle()
+            }
+        }
+    }
+
+    private func submitNow(_ plan: SendPlan, attachments: [MailAttachment], smtp: SMTPSettings, id: SendID, afterRefusal: Bool) {
         var mail = plan.mail
         mail.attachments = attachments
         let envelopeFrom = config.address
@@ -329,7 +370,22 @@ public final class EmailConnector: Connector {
                 result = .failed(code: 0, message: "cannot build the message: \(error)", retryable: false)
             }
             host.post {
-                guard let self = weakSelf.value, self.pending.remove(id) != nil else { return }
+                guard let self = weakSelf.value, self.pending.contains(id) else { return }
+                var result = result
+                if case .failed(535, let message, true) = result, let token = smtp.oauth2AccessToken {
+                    self.oauth2?.invalidate(token)
+                    if !afterRefusal {
+                        self.host.log(.notice, "smtp: the server refused the OAuth2 access token; submitting again with a fresh one",
+                                      [("message_id", plan.mail.messageID)])
+                        var plain = smtp
+                        plain.oauth2AccessToken = nil
+                        self.submit(plan, attachments: attachments, smtp: plain, id: id, afterRefusal: true)
+                        return
+                    }
+                    // A fresh token refused too: the account, the scope or the server's setup, not the token's age.
+                    result = .failed(code: 535, message: message, retryable: false)
+                }
+                self.pending.remove(id)
                 self.finishSend(plan, id: id, result: result)
                 self.reportStoppedIfIdle()
             }
@@ -343,9 +399,9 @@ public final class EmailConnector: Connector {
             var thread = plan.thread
             if !thread.references.contains(plan.mail.messageID) { thread.references.append(plan.mail.messageID) }
             thread.last = plan.mail.messageID
-            if !threads.record(messageID: plan.mail.messageID, chat: plan.chat, thread: thread) {
-                host.log(.error, "sent, but the thread could not be recorded; replies may open a new conversation",
-                         [("message_id", plan.mail.messageID)])
+            let (host, mailID) = (self.host, plan.mail.messageID)
+            threads.record(messageID: mailID, chat: plan.chat, thread: thread) {
+                host.log(.error, "sent, but the thread could not be recorded; replies may open a new conversation", [("message_id", mailID)])
             }
             host.count("sent")
             host.log(.info, "mail submitted", [("message_id", plan.mail.messageID), ("response", response)])

@@ -11,7 +11,9 @@ import Synchronization
 /// re-reads a message (stored once: the host deduplicates by Message-ID).
 ///
 /// Every host call except `post` happens on the loop thread: the worker hands work over with
-/// `onLoop` and waits for the answer.
+/// `onLoop` and waits for the answer — also for OAuth2 access tokens (`auth = "oauth2"`): one is asked
+/// from the connector's `OAuth2TokenSource` before each connection, and when the server refuses it the
+/// watcher drops it, gets a fresh one and reconnects at once, one time, before backing off.
 final class IMAPWatcher: @unchecked Sendable {
     /// How a first run (no stored state for the mailbox) treats mail already there.
     enum Initial: String, Sendable {
@@ -43,6 +45,8 @@ final class IMAPWatcher: @unchecked Sendable {
     /// Only dereferenced on the loop thread.
     private let connector: WeakConnector
     private let settings: IMAPSettings
+    /// Log in with XOAUTH2 and tokens from the connector.
+    private let usesOAuth2: Bool
     private let state: Mutex<State>
     private let wake = DispatchSemaphore(value: 0)
     private let queue: DispatchQueue
@@ -63,6 +67,7 @@ final class IMAPWatcher: @unchecked Sendable {
         host = connector.host
         self.connector = WeakConnector(connector)
         self.settings = settings
+        usesOAuth2 = config.auth == .oauth2
         state = Mutex(State(knobs: IMAPWatcher.knobs(config)))
         queue = DispatchQueue(label: "chorus.email.imap." + connector.instanceName)
     }
@@ -101,7 +106,25 @@ final class IMAPWatcher: @unchecked Sendable {
 
     private func run() {
         var backoff = 1
-        while !isStopped {
+        var refreshedAfterRefusal = false
+        connecting: while !isStopped {
+            var settings = self.settings
+            if usesOAuth2 {
+                guard let result = accessToken() else { break connecting }   // the connector is gone
+                switch result {
+                case .success(let token):
+                    settings.oauth2AccessToken = token
+                case .failure(let failure):
+                    if isStopped { break connecting }
+                    count("imap_errors")
+                    if failure.permanent { backoff = max(backoff, 30) }   // needs the operator; the token source backs off too
+                    log(.warning, "imap: no OAuth2 access token (\(failure.code)); trying again in \(backoff) s",
+                        [("server", "\(settings.host):\(settings.port)")])
+                    _ = wake.wait(timeout: .now() + .seconds(backoff))
+                    backoff = min(backoff * 2, 60)
+                    continue
+                }
+            }
             let client = IMAPClient(settings)
             let registered = state.withLock { s -> Bool in
                 if s.stopped { return false }
@@ -109,13 +132,31 @@ final class IMAPWatcher: @unchecked Sendable {
                 return true
             }
             guard registered else { break }
+            var refreshNow = false
             do {
                 try client.connect()
                 backoff = 1
+                refreshedAfterRefusal = false
                 log(.info, "imap connected", [("server", "\(settings.host):\(settings.port)"), ("mailbox", settings.mailbox),
                                                 ("uidvalidity", String(client.uidValidity)),
                                                 ("idle", client.capabilities.contains("IDLE") ? "yes" : "no")])
                 try session(client)
+            } catch let error as IMAPError where error.kind == .auth && settings.oauth2AccessToken != nil && !isStopped {
+                // Most likely expired or revoked: drop it, and once in a row try a fresh one without waiting.
+                let token = settings.oauth2AccessToken ?? ""
+                _ = onLoop { (c: EmailConnector, done: @escaping (Bool) -> Void) in
+                    c.oauth2?.invalidate(token)
+                    done(true)
+                }
+                count("imap_errors")
+                if !refreshedAfterRefusal {
+                    refreshedAfterRefusal = true
+                    refreshNow = true
+                    log(.notice, "imap: the server refused the OAuth2 access token; getting a fresh one and reconnecting",
+                        [("server", "\(settings.host):\(settings.port)")])
+                } else {
+                    log(.warning, "imap: \(error); reconnecting in \(backoff) s", [("server", "\(settings.host):\(settings.port)")])
+                }
             } catch {
                 if !isStopped {
                     count("imap_errors")
@@ -125,6 +166,7 @@ final class IMAPWatcher: @unchecked Sendable {
             client.logout()
             state.withLock { $0.client = nil }
             if isStopped { break }
+            if refreshNow { continue }
             _ = wake.wait(timeout: .now() + .seconds(backoff))
             backoff = min(backoff * 2, 60)
         }
@@ -250,6 +292,18 @@ final class IMAPWatcher: @unchecked Sendable {
     }
 
     // MARK: Hand-over to the loop thread
+
+    /// An access token from the connector's token source (cached, or fetched through the host's HTTP client);
+    /// nil when the connector is gone.
+    private func accessToken() -> Result<String, OAuth2Failure>? {
+        onLoop { (c: EmailConnector, done: @escaping (Result<String, OAuth2Failure>) -> Void) in
+            guard let source = c.oauth2 else {
+                done(.failure(OAuth2Failure(code: "not_configured", message: "no oauth2 settings", permanent: true)))
+                return
+            }
+            source.token(done)
+        }
+    }
 
     /// Runs `body` on the loop thread and waits for the value it passes to its callback; nil when the connector is gone.
     private func onLoop<T>(_ body: @escaping (EmailConnector, @escaping (T) -> Void) -> Void) -> T? {

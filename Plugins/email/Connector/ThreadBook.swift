@@ -66,21 +66,22 @@ final class ThreadBook {
         return Thread(json: json)
     }
 
-    /// Records `messageID` as part of `chat` and updates the thread state. False when the store refused the write.
-    @discardableResult
-    func record(messageID: String, chat: String, thread: Thread) -> Bool {
+    /// Records `messageID` as part of `chat` and updates the thread state. The writes join the host's next
+    /// group commit (`kv_put_async`), ahead of the event the caller emits next, which is therefore never
+    /// durable without them; lookups see them at once. `failed` runs when the store refused a write.
+    func record(messageID: String, chat: String, thread: Thread, failed: @escaping () -> Void = {}) {
         var t = thread
         if t.references.count > ThreadBook.maxReferences {
             // Keep the root (first) and the newest ones, as RFC 5322 §3.6.4 suggests for long threads.
             t.references = [t.references[0]] + t.references.suffix(ThreadBook.maxReferences - 1)
         }
         // A thread's root needs no `mid:` entry: `chat(…)` derives `<root>` from any reply naming it
-        // first in References or in In-Reply-To. Each kv_put is a synchronous commit, so the common
-        // case — a new thread — costs one write instead of two.
+        // first in References or in In-Reply-To, so a new thread costs one write instead of two.
+        let done: (Bool) -> Void = { durable in if !durable { failed() } }
         if chat != "<" + messageID + ">" {
-            guard host.kvPut("mid:" + messageID, Array(chat.utf8)) else { return false }
+            host.kvPut("mid:" + messageID, Array(chat.utf8), completion: done)
         }
-        return host.kvPut("chat:" + chat, JSONWriter.encode(t.json))
+        host.kvPut("chat:" + chat, JSONWriter.encode(t.json), completion: done)
     }
 
     /// Whether this instance recorded `messageID` (a message it received or sent, or the root of a thread it knows).

@@ -15,8 +15,11 @@ public struct IMAPSettings: Sendable {
     public var security: MailSecurity
     /// Login name.
     public var username: String
-    /// Password.
+    /// Password (unused when `oauth2AccessToken` is set).
     public var password: String
+    /// An OAuth2 access token: when set, the client authenticates with SASL XOAUTH2 (`user=<username>`,
+    /// `auth=Bearer <token>`) instead of LOGIN, as Gmail and Microsoft 365 require. Never logged.
+    public var oauth2AccessToken: String?
     /// The mailbox to select, e.g. "INBOX" (UTF-8; sent in IMAP's modified UTF-7).
     public var mailbox: String
     /// PEM bundle to verify the server with; nil = the system store.
@@ -28,8 +31,10 @@ public struct IMAPSettings: Sendable {
 
     /// Creates settings.
     public init(host: String, port: Int, security: MailSecurity, username: String, password: String,
-                mailbox: String = "INBOX", caFile: String? = nil, verifyPeer: Bool = true, timeoutSeconds: Int = 30)
+                mailbox: String = "INBOX", caFile: String? = nil, verifyPeer: Bool = true, timeoutSeconds: Int = 30,
+                oauth2AccessToken: String? = nil)
     {
+        self.oauth2AccessToken = oauth2AccessToken
         self.host = host
         self.port = port
         self.security = security
@@ -50,7 +55,8 @@ public struct IMAPError: Error, CustomStringConvertible, Sendable {
         case connect
         /// The TLS handshake failed or the certificate does not verify.
         case tls
-        /// The login was refused.
+        /// The login was refused (with an OAuth2 access token: the token is expired, revoked, or for another
+        /// user — a fresh token may succeed; see `IMAPClient.connect()`).
         case auth
         /// The mailbox does not exist (or cannot be selected).
         case mailboxMissing
@@ -120,6 +126,10 @@ public final class IMAPClient: @unchecked Sendable {
 
     /// Connects, upgrades with STARTTLS when asked, verifies the certificate, logs in and selects the mailbox.
     /// Clears an earlier `interrupt()`. Any previous session is dropped first.
+    ///
+    /// Logs in with LOGIN, or with SASL XOAUTH2 when `oauth2AccessToken` is set. A refused login is `.auth`;
+    /// with a token that usually means it expired or was revoked, so the caller should get a fresh token and
+    /// connect again once (the email connector does) before treating it as a configuration problem.
     public func connect() throws(IMAPError) {
         closeSession()
         interruptedFlag.withLock { $0 = false }
@@ -222,6 +232,10 @@ public final class IMAPClient: @unchecked Sendable {
 
     private func authenticate(_ session: UnsafeMutablePointer<mailimap>) throws(IMAPError) {
         try loadCapabilities(session)
+        if let token = settings.oauth2AccessToken {
+            try authenticateXOAUTH2(session, token: token)
+            return
+        }
         if capabilities.contains("LOGINDISABLED") {
             throw IMAPError(.auth, "IMAP server \(target) disables LOGIN on this connection (use security \"tls\" or \"starttls\")")
         }
@@ -234,6 +248,29 @@ public final class IMAPClient: @unchecked Sendable {
             throw failure(rc, "login", since: started)
         }
         // The capabilities change after login (MOVE, UIDPLUS, IDLE…).
+        try loadCapabilities(session)
+    }
+
+    /// SASL XOAUTH2 (Google's and Microsoft's IMAP OAuth2): `AUTHENTICATE XOAUTH2 <base64 of user=…^Aauth=Bearer …^A^A>`.
+    /// libetpan answers the server's error challenge with an empty line, so a refusal ends in a tagged NO.
+    private func authenticateXOAUTH2(_ session: UnsafeMutablePointer<mailimap>, token: String) throws(IMAPError) {
+        guard !token.isEmpty, !token.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value > 0x7E }) else {
+            throw IMAPError(.auth, "the OAuth2 access token for IMAP server \(target) is empty or not printable ASCII")
+        }
+        guard capabilities.contains("AUTH=XOAUTH2") else {
+            let offered = capabilities.filter { $0.hasPrefix("AUTH=") }.sorted().joined(separator: " ")
+            throw IMAPError(.auth, "IMAP server \(target) does not offer AUTH=XOAUTH2 (it offers "
+                + "\(offered.isEmpty ? "no SASL mechanism" : offered))")
+        }
+        let started = now()
+        let rc = Int(mailimap_oauth2_authenticate(session, settings.username, token))
+        guard rc == MAILIMAP_NO_ERROR else {
+            if rc == MAILIMAP_ERROR_LOGIN {
+                throw IMAPError(.auth, "IMAP XOAUTH2 login to \(target) as \(settings.username) refused "
+                    + "(the access token is expired, revoked or not for this user): \(responseText(session))")
+            }
+            throw failure(rc, "AUTHENTICATE XOAUTH2", since: started)
+        }
         try loadCapabilities(session)
     }
 

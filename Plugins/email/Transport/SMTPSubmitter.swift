@@ -13,8 +13,12 @@ public struct SMTPSettings: Sendable {
     public var security: MailSecurity
     /// SMTP AUTH user; nil = no authentication.
     public var username: String?
-    /// SMTP AUTH password.
+    /// SMTP AUTH password (unused when `oauth2AccessToken` is set).
     public var password: String?
+    /// An OAuth2 access token: when set, the submission authenticates as `username` with SASL XOAUTH2
+    /// (`AUTH XOAUTH2`, as Gmail and Microsoft 365 require) instead of PLAIN/LOGIN; `username` is then required.
+    /// Never logged.
+    public var oauth2AccessToken: String?
     /// PEM bundle to verify the server with; nil = the system store.
     public var caFile: String?
     /// Verify the server's certificate and host name (default true).
@@ -26,8 +30,10 @@ public struct SMTPSettings: Sendable {
 
     /// Creates settings.
     public init(host: String, port: Int, security: MailSecurity, username: String? = nil, password: String? = nil,
-                caFile: String? = nil, verifyPeer: Bool = true, heloName: String? = nil, timeoutSeconds: Int = 60)
+                caFile: String? = nil, verifyPeer: Bool = true, heloName: String? = nil, timeoutSeconds: Int = 60,
+                oauth2AccessToken: String? = nil)
     {
+        self.oauth2AccessToken = oauth2AccessToken
         self.host = host
         self.port = port
         self.security = security
@@ -46,8 +52,9 @@ public enum SMTPResult: Sendable, Equatable {
     case accepted(response: String)
     /// The server refused the message or could not be reached. `code` is the SMTP reply code, 0 when no
     /// reply decided it (connection, TLS, timeout, bad input). `retryable`: 4xx replies and connection
-    /// problems; 5xx replies (535 authentication failures included), certificate failures and bad input are
-    /// permanent.
+    /// problems; 5xx replies, certificate failures and bad input are permanent. A 535 authentication failure
+    /// is permanent with a password but retryable with an OAuth2 access token: the token has most likely
+    /// expired or been revoked, and a fresh one may succeed (the caller refreshes it and tries again).
     case failed(code: Int, message: String, retryable: Bool)
 }
 
@@ -88,10 +95,46 @@ public enum SMTPSubmitter {
             return .accepted(response: transfer.lastReply(code: code) ?? String(code))
         }
         if code >= 400, let reply = transfer.lastReply(code: code) {
-            return .failed(code: code, message: reply, retryable: code < 500)
+            let tokenRefused = code == 535 && settings.oauth2AccessToken != nil
+            return .failed(code: code, message: tokenRefused ? "\(reply) (XOAUTH2 as \(settings.username ?? ""): the access token was refused)" : reply,
+                           retryable: code < 500 || tokenRefused)
+        }
+        if rc == CURLE_LOGIN_DENIED, settings.oauth2AccessToken != nil, code == 334,
+           let challenge = transfer.serverLines.last(where: { $0.hasPrefix("334 ") }) {
+            // The server answered the XOAUTH2 response with an error challenge (334 <base64 JSON>, as Gmail and
+            // Dovecot do); curl gives up there, before the 535 that would follow.
+            return .failed(code: 535, message: "SMTP server \(target) refused the XOAUTH2 access token for \(settings.username ?? "") ("
+                + SMTPSubmitter.challengeText(String(challenge.dropFirst(4))) + ")", retryable: true)
+        }
+        if rc == CURLE_LOGIN_DENIED, settings.oauth2AccessToken != nil {
+            // The EHLO answer's AUTH line, when XOAUTH2 is missing from it.
+            let offered = transfer.serverLines.last { $0.hasPrefix("250-AUTH") || $0.hasPrefix("250 AUTH") }
+                .map { $0.dropFirst(8).split(separator: " ").map(String.init) } ?? []
+            if !offered.contains(where: { $0.uppercased() == "XOAUTH2" }) {
+                return .failed(code: 0, message: "SMTP server \(target) does not offer AUTH XOAUTH2 (it offers "
+                    + (offered.isEmpty ? "no AUTH" : offered.joined(separator: " ")) + ")", retryable: false)
+            }
         }
         let detail = transfer.errorText.isEmpty ? String(cString: curl_easy_strerror(rc)) : transfer.errorText
         return .failed(code: 0, message: "SMTP submission to \(target) failed: \(detail)", retryable: !isPermanent(rc))
+    }
+
+    /// A server's SASL challenge, base64-decoded when it is printable text (the XOAUTH2 error JSON), else as sent.
+    static func challengeText(_ base64: String) -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        var bits: UInt32 = 0, count = 0
+        var bytes: [UInt8] = []
+        for c in base64.utf8 where c != UInt8(ascii: "=") {
+            guard let v = alphabet.firstIndex(of: c) else { return String(base64.prefix(200)) }
+            bits = (bits << 6) | UInt32(v)
+            count += 6
+            if count >= 8 {
+                count -= 8
+                bytes.append(UInt8((bits >> UInt32(count)) & 0xFF))
+            }
+        }
+        guard !bytes.isEmpty, bytes.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else { return String(base64.prefix(200)) }
+        return String(decoding: bytes.prefix(200), as: UTF8.self)
     }
 
     /// Curl failures that retrying cannot fix: the server's certificate, a missing STARTTLS, a bad CA file.
@@ -114,6 +157,12 @@ public enum SMTPSubmitter {
             return "invalid EHLO name \"\(helo)\""
         }
         if settings.timeoutSeconds <= 0 { return "the SMTP timeout must be positive" }
+        if let token = settings.oauth2AccessToken {
+            if settings.username?.isEmpty ?? true { return "XOAUTH2 needs a user name (SMTPSettings.username)" }
+            if token.isEmpty || token.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value > 0x7E }) {
+                return "the OAuth2 access token is empty or not printable ASCII"
+            }
+        }
         if badAddress(from) { return "invalid envelope sender \"\(from)\"" }
         if recipients.isEmpty { return "no recipients" }
         if let bad = recipients.first(where: { $0.isEmpty || badAddress($0) }) { return "invalid recipient \"\(bad)\"" }
@@ -185,7 +234,12 @@ private final class SMTPTransfer {
         if let caFile = settings.caFile { check(ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, caFile), "CA file") }
         check(ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, settings.verifyPeer ? 1 : 0), "verify peer")
         check(ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, settings.verifyPeer ? 2 : 0), "verify host")
-        if let username = settings.username {
+        if let token = settings.oauth2AccessToken, let username = settings.username {
+            // SASL XOAUTH2 only: never fall back to sending a password-like secret with PLAIN.
+            check(ccurl_easy_setopt_string(easy, CURLOPT_USERNAME, username), "user name")
+            check(ccurl_easy_setopt_string(easy, CURLOPT_XOAUTH2_BEARER, token), "XOAUTH2 bearer token")
+            check(ccurl_easy_setopt_string(easy, CURLOPT_LOGIN_OPTIONS, "AUTH=XOAUTH2"), "login options")
+        } else if let username = settings.username {
             check(ccurl_easy_setopt_string(easy, CURLOPT_USERNAME, username), "user name")
             check(ccurl_easy_setopt_string(easy, CURLOPT_PASSWORD, settings.password ?? ""), "password")
         }
