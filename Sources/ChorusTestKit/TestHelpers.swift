@@ -102,14 +102,23 @@ public enum EventWait {
     public static func sendAndWait(_ c: ChorusConnection, _ message: JSONValue, timeoutMs: Int,
                                    seen: (JSONValue) -> Void = { _ in }) throws -> JSONValue
     {
+        let id = try send(c, message)
+        return try event(c, timeoutMs: timeoutMs, seen: seen) { isFinalStatus($0, of: id) }
+    }
+
+    /// Sends `message`; returns its Chorus message id, or throws when the daemon does not accept it.
+    public static func send(_ c: ChorusConnection, _ message: JSONValue) throws -> String {
         let r = try c.request(.send(idempotencyKey: nil, message: message))
         guard case .reply("accepted", _, let body) = r, let id = body["message_id"]?.stringValue else {
             throw TestKitError("send not accepted: \(r)")
         }
-        return try event(c, timeoutMs: timeoutMs, seen: seen) { ev in
-            ev["type"]?.stringValue == "status" && ev["status"]?["message_id"]?.stringValue == id
-                && ["sent", "failed"].contains(ev["status"]?["state"]?.stringValue ?? "")
-        }
+        return id
+    }
+
+    /// Whether `event` is the final status (`sent` or `failed`) of the send `messageId`.
+    public static func isFinalStatus(_ event: JSONValue, of messageId: String) -> Bool {
+        event["type"]?.stringValue == "status" && event["status"]?["message_id"]?.stringValue == messageId
+            && ["sent", "failed"].contains(event["status"]?["state"]?.stringValue ?? "")
     }
 
     /// Every stored event (optionally of these types), replayed on a connection of its own to `socketPath`.

@@ -157,19 +157,12 @@ final class MessengerDaemon {
     }
 
     func send(_ message: JSONValue) throws -> String {
-        let r = try connection.request(.send(idempotencyKey: nil, message: message))
-        guard case .reply("accepted", _, let body) = r, let id = body["message_id"]?.stringValue else {
-            throw TestKitError("send not accepted: \(r)")
-        }
-        return id
+        try EventWait.send(connection, message)
     }
 
     /// The final sent/failed status event of a send.
     func outcome(of messageId: String, timeoutMs: Int = 15_000) throws -> JSONValue {
-        try event(where: { ev in
-            ev["type"]?.stringValue == "status" && ev["status"]?["message_id"]?.stringValue == messageId
-                && ["sent", "failed"].contains(ev["status"]?["state"]?.stringValue ?? "")
-        }, timeoutMs: timeoutMs)
+        try event(where: { EventWait.isFinalStatus($0, of: messageId) }, timeoutMs: timeoutMs)
     }
 
     /// Opens the 24-hour window with an inbound text from `from`; returns the conversation id.

@@ -184,19 +184,12 @@ final class WhatsAppDaemon {
 
     /// Sends a message on the socket; returns its Chorus message id.
     func send(_ message: JSONValue) throws -> String {
-        let r = try connection.request(.send(idempotencyKey: nil, message: message))
-        guard case .reply("accepted", _, let body) = r, let id = body["message_id"]?.stringValue else {
-            throw TestKitError("send not accepted: \(r)")
-        }
-        return id
+        try EventWait.send(connection, message)
     }
 
     /// The final sent/failed status event of a send.
     func outcome(of messageId: String, timeoutMs: Int = 15_000) throws -> JSONValue {
-        try event(where: { ev in
-            ev["type"]?.stringValue == "status" && ev["status"]?["message_id"]?.stringValue == messageId
-                && ["sent", "failed"].contains(ev["status"]?["state"]?.stringValue ?? "")
-        }, timeoutMs: timeoutMs)
+        try event(where: { EventWait.isFinalStatus($0, of: messageId) }, timeoutMs: timeoutMs)
     }
 
     /// Checks every event received against the JSON Schema of stored events.

@@ -232,19 +232,7 @@ class Handler(GraphHandler):
     def do_POST(self):
         body = self.read_body()
         if self.path.startswith("/_admin/"):
-            req = json.loads(body or b"{}")
-            with LOCK:
-                if self.path == "/_admin/reset":
-                    STATE["requests"].clear(); STATE["errors"].clear(); STATE["media"].clear()
-                elif self.path == "/_admin/errors":
-                    for _ in range(int(req.get("count", 1))):
-                        STATE["errors"].append(req)
-                elif self.path == "/_admin/media":
-                    STATE["media"][req["id"]] = {"mime_type": req.get("mime_type", "application/octet-stream"),
-                                                 "data": req.get("data", "").encode()}
-                else:
-                    return self.answer(404, {"error": "unknown admin path"})
-            return self.answer(200, {"ok": True})
+            return self.answer_admin_post(body, "id")
         m = re.fullmatch(r"/(v[0-9.]+)/([0-9]+)/media", self.path)
         if m and m.group(1) == ARGS.version and m.group(2) == ARGS.phone_number_id:
             if not self.authorized():

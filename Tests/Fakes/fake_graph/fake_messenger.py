@@ -207,19 +207,7 @@ class Handler(GraphHandler):
     def do_POST(self):
         body = self.read_body()
         if self.path.startswith("/_admin/"):
-            req = json.loads(body or b"{}")
-            with LOCK:
-                if self.path == "/_admin/reset":
-                    STATE["requests"].clear(); STATE["errors"].clear(); STATE["media"].clear()
-                elif self.path == "/_admin/errors":
-                    for _ in range(int(req.get("count", 1))):
-                        STATE["errors"].append(req)
-                elif self.path == "/_admin/media":
-                    STATE["media"][req["name"]] = {"mime_type": req.get("mime_type", "application/octet-stream"),
-                                                   "data": req.get("data", "").encode()}
-                else:
-                    return self.answer(404, {"error": "unknown admin path"})
-            return self.answer(200, {"ok": True})
+            return self.answer_admin_post(body, "name")
         m = re.fullmatch(r"/(v[0-9.]+)/([0-9]+|me)/(messages|message_attachments)", self.path)
         if not m or m.group(1) != ARGS.version or (m.group(2) != "me" and m.group(2) not in ARGS.id):
             self.record(body, None, ["unknown path"])

@@ -60,6 +60,23 @@ class GraphHandler(BaseHTTPRequestHandler):
         with LOCK:
             return self.answer(200, {"requests": STATE["requests"]})
 
+    def answer_admin_post(self, body, media_key):
+        """POST /_admin/reset, /_admin/errors (script `count` error answers) and /_admin/media (register bytes
+        under the request's `media_key` field)."""
+        req = json.loads(body or b"{}")
+        with LOCK:
+            if self.path == "/_admin/reset":
+                STATE["requests"].clear(); STATE["errors"].clear(); STATE["media"].clear()
+            elif self.path == "/_admin/errors":
+                for _ in range(int(req.get("count", 1))):
+                    STATE["errors"].append(req)
+            elif self.path == "/_admin/media":
+                STATE["media"][req[media_key]] = {"mime_type": req.get("mime_type", "application/octet-stream"),
+                                                  "data": req.get("data", "").encode()}
+            else:
+                return self.answer(404, {"error": "unknown admin path"})
+        return self.answer(200, {"ok": True})
+
     def answer_media(self, name):
         """Serves bytes registered with /_admin/media (no token), or 404."""
         with LOCK:
